@@ -1,0 +1,57 @@
+"""`tune()`: the one call that does the whole job. The CLI and the Keras callback wrap it."""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from .conf import Conf
+from .errors import TunerInputError
+from .export import RESULT_FILES, write_result
+from .strategy import STRATEGIES, TuningResult
+
+
+def tune(model, conf: "Conf | str | dict | None", calib_data: Any, eval_data: Any = None,
+         eval_func: Callable | None = None, output_dir: str | None = None, *,
+         q_func: Callable | None = None, q_hooks: dict | None = None,
+         overwrite: bool = False) -> TuningResult:
+    """Tune `model` and write the best TFLite model, its config, the history and a summary.
+
+    Args:
+        model: a tf_keras Sequential or Functional model.
+        conf: a `Conf`, a yaml path, a dict, or None for the defaults.
+        calib_data: calibration samples (array, (x, y), dict, dataset or .npz path).
+        eval_data: labelled evaluation data, scored with `evaluation.accuracy.metric`.
+        eval_func: instead of eval_data: f(TFLiteModel) -> accuracy.
+        output_dir: where results go; defaults to `tuning.workspace.path`.
+        q_func, q_hooks: see `TuneStrategy`.
+        overwrite: replace results already in output_dir (otherwise they are refused).
+    Returns:
+        The `TuningResult` (best TFLite bytes, configuration, accuracy, latency, history).
+    """
+    conf = Conf(conf) if not isinstance(conf, Conf) else conf
+    if output_dir is not None:
+        conf = conf.override(**{"tuning.workspace.path": output_dir})
+    output_dir = conf.workspace
+    existing = _existing_results(output_dir, overwrite)
+    strategy_cls = STRATEGIES[conf.get("tuning.strategy.name")]
+    strategy = strategy_cls(model, conf, calib_data, q_func=q_func, eval_dataloader=eval_data,
+                            eval_func=eval_func, q_hooks=q_hooks)
+    for path in existing:  # only now that every input has been checked
+        os.unlink(path)
+    result = strategy.traverse()
+    write_result(result, output_dir)
+    return result
+
+
+def _existing_results(output_dir: str, overwrite: bool) -> list[str]:
+    """Result files already in output_dir; refused unless `overwrite`."""
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise TunerInputError(f"output directory {output_dir} is a file")
+    existing = [os.path.join(output_dir, f) for f in RESULT_FILES
+                if os.path.exists(os.path.join(output_dir, f))]
+    if existing and not overwrite:
+        names = ", ".join(os.path.basename(p) for p in existing)
+        raise TunerInputError(
+            f"output directory {output_dir} already holds results ({names}); pass --overwrite "
+            "(overwrite=True) to replace them, or choose another directory")
+    return existing

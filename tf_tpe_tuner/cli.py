@@ -1,0 +1,142 @@
+"""tf-tpe-tune: the command line, a thin shell over `tf_tpe_tuner.tune()`.
+
+Exit status: 0 the accuracy criterion was met, 1 it was not (the best attempt is still
+written), 2 bad input (flags, conf, files, model, data), 3 an internal error.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "Keras model: a .keras or .h5 file or a SavedModel directory (tf_keras).")
+flags.DEFINE_string("conf", None, "yaml conf (Neural Compressor-style fields); defaults if absent.")
+flags.DEFINE_string("calib_data", None, ".npz with array x (or one array per model input).")
+flags.DEFINE_string("eval_data", None, ".npz with arrays x and y.")
+flags.DEFINE_string("output_dir", None, "Where results go (overrides tuning.workspace.path).")
+flags.DEFINE_integer("max_trials", None, "Overrides tuning.exit_policy.max_trials.", lower_bound=1)
+flags.DEFINE_float("timeout", None, "Seconds; overrides tuning.exit_policy.timeout (0: stop at "
+                   "the first configuration that meets the criterion).", lower_bound=0)
+flags.DEFINE_integer("seed", None, "Overrides tuning.random_seed.")
+flags.DEFINE_string("strategy", None, "Overrides tuning.strategy.name.")
+flags.DEFINE_boolean("dry_run", False, "Print the quantizable units and why other layers stay float, then exit.")
+flags.DEFINE_boolean("overwrite", False, "Replace results already in the output directory.")
+
+EXIT_MET, EXIT_NOT_MET, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+PROG = "tf-tpe-tune"
+
+
+def fail(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's parser exits 1 on a bad flag; bad input exits 2 here."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as err:
+        fail(str(err).splitlines()[0])
+
+
+def check_flags() -> None:
+    """Everything that can be checked before TensorFlow is even imported."""
+    if not FLAGS.model:
+        fail("--model is required (a .keras or .h5 file or a SavedModel directory)")
+    needed = [("model", FLAGS.model), ("conf", FLAGS.conf)]
+    if not FLAGS.dry_run:
+        for name in ("calib_data", "eval_data"):
+            if not getattr(FLAGS, name):
+                fail(f"--{name} is required (an .npz file)")
+        needed += [("calib_data", FLAGS.calib_data), ("eval_data", FLAGS.eval_data)]
+    for name, path in needed:
+        if path and not os.path.exists(path):
+            fail(f"--{name} file {path} does not exist")
+
+
+def load_keras_model(path: str):
+    from ._tf import keras
+    from .errors import TunerInputError
+
+    is_dir = os.path.isdir(path)
+    if not is_dir and not path.endswith((".keras", ".h5", ".hdf5")):
+        raise TunerInputError(f"model file {path} must be a .keras or .h5 file or a SavedModel directory")
+    try:
+        if path.endswith(".keras"):
+            return keras.models.load_model(path, compile=False, safe_mode=True)
+        return keras.models.load_model(path, compile=False)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TunerInputError(f"model file {path} could not be loaded as a tf_keras model: {first}") from None
+
+
+def _log_to_stdout() -> None:
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.WARNING)  # the converter's chatter
+    log = logging.getLogger("tf_tpe_tuner")
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) > 1:
+        fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    check_flags()
+    from .errors import TunerInputError
+
+    try:
+        return _run()
+    except TunerInputError as err:
+        fail(str(err))
+    except KeyboardInterrupt:
+        raise
+    except Exception:
+        traceback.print_exc()
+        print(f"{PROG}: internal error (a bug: please report it with the traceback above)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _run() -> int:
+    from .api import tune
+    from .conf import Conf
+    from .walker import walk
+
+    conf = Conf(FLAGS.conf).override(**{
+        "tuning.exit_policy.max_trials": FLAGS.max_trials,
+        "tuning.exit_policy.timeout": FLAGS.timeout,
+        "tuning.random_seed": FLAGS.seed,
+        "tuning.strategy.name": FLAGS.strategy,
+        "tuning.workspace.path": FLAGS.output_dir,
+    })
+    model = load_keras_model(FLAGS.model)
+    if FLAGS.dry_run:
+        print(walk(model).describe())
+        return EXIT_MET
+    _log_to_stdout()
+    result = tune(model, conf, FLAGS.calib_data, eval_data=FLAGS.eval_data, overwrite=FLAGS.overwrite)
+    out = conf.workspace
+    if result.accuracy is None:
+        print(f"every trial failed; see {os.path.join(out, 'history.jsonl')}")
+        return EXIT_NOT_MET
+    print(f"best: trial {result.best_trial}, {len(result.int8_units)}/{len(result.config)} units int8, "
+          f"accuracy {result.accuracy:.4f} (fp32 {result.baseline.accuracy:.4f}), "
+          f"latency {result.latency_ms:.4f} ms (fp32 {result.baseline.latency_ms:.4f} ms, "
+          f"{result.speedup:.2f}x), {'meets' if result.met_criterion else 'does NOT meet'} the criterion")
+    print(f"wrote {os.path.join(out, 'best_model.tflite')}, best_config.yaml, summary.json, history.jsonl")
+    return EXIT_MET if result.met_criterion else EXIT_NOT_MET
+
+
+def run() -> None:
+    app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,14 @@
+"""Errors the tuner reports to users.
+
+`TunerInputError` is a mistake in what the user gave us (conf, files, model, data): the
+command line prints its message on one line and exits 2. Everything else is a bug or an
+environment failure and exits 3.
+"""
+
+
+class TunerInputError(Exception):
+    """Bad input from the user; the message names the field, flag or file and what is expected."""
+
+
+class ModelNotSupportedError(TunerInputError):
+    """The graph walker cannot read this model."""

@@ -1,0 +1,78 @@
+"""Writing a tuning result to its output directory, each file atomically.
+
+best_model.tflite, best_config.yaml and summary.json are written to a temporary file in the
+same directory and renamed over the target, so a reader never sees a half-written file.
+(history.jsonl is written trial by trial by the history module.)
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import yaml
+
+from . import __version__
+from ._tf import tf
+from .strategy import TuningResult
+
+RESULT_FILES = ("best_model.tflite", "best_config.yaml", "summary.json", "history.jsonl")
+
+
+def write_atomic(path: str, data: bytes | str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def best_config(result: TuningResult) -> dict:
+    """best_config.yaml: the units' dtypes and everything needed to rebuild that exact model."""
+    return {
+        "units": dict(result.config),
+        "int8_units": list(result.int8_units),
+        "realization": {**result.realization, "converter": "concrete_function",
+                        "fp32_guard": "fp16_round_trip"},
+        "io": {"input_type": "float32", "output_type": "float32", "batch": "dynamic"},
+        "accuracy": result.accuracy,
+        "latency_ms": result.latency_ms,
+        "met_criterion": result.met_criterion,
+        "trial": result.best_trial,
+        "versions": {"tf_tpe_tuner": __version__, "tensorflow": tf.__version__},
+    }
+
+
+def summary(result: TuningResult) -> dict:
+    return {
+        "fp32_accuracy": result.baseline.accuracy,
+        "fp32_latency_ms": result.baseline.latency_ms,
+        "best_accuracy": result.accuracy,
+        "best_latency_ms": result.latency_ms,
+        "speedup": result.speedup,
+        "met_criterion": result.met_criterion,
+        "best_trial": result.best_trial,
+        "trials": result.trials,
+        "failed_trials": sum(1 for r in result.history if r.status != "ok"),
+        "quantized_layers": result.int8_layers,
+        "fp32_layers": result.fp32_layers,
+        "seed": result.seed,
+        "strategy": result.strategy,
+        "elapsed_s": result.elapsed_s,
+    }
+
+
+def write_result(result: TuningResult, output_dir: str) -> None:
+    if result.tflite_model is not None:
+        write_atomic(os.path.join(output_dir, "best_model.tflite"), result.tflite_model)
+        write_atomic(os.path.join(output_dir, "best_config.yaml"),
+                     yaml.safe_dump(best_config(result), sort_keys=False))
+    write_atomic(os.path.join(output_dir, "summary.json"), json.dumps(summary(result), indent=2) + "\n")

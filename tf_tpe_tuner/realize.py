@@ -1,0 +1,324 @@
+"""Realizing a configuration: annotate, quantize_apply, calibrate, convert to TFLite.
+
+`AnnotationRealizer.realize(int8_units)` is the self-contained step a worker holding the
+model and the calibration data runs for one trial. How it makes the TFLite model int8
+exactly where asked (measured on this stack, see BUILD_NOTES.md):
+
+- Every int8 unit is annotated with tfmot's default 8-bit config. tfmot quantizes a layer's
+  input only if its producer's output is quantized, so the producer of every int8 unit (seen
+  through pass-through layers such as MaxPool or Flatten) that is not itself int8 gets an
+  output-only config.
+- The TFLite converter quantizes any op whose inputs and outputs carry ranges, so an fp32
+  unit between int8 ones would silently become int8. Such a unit gets a `PrecisionBarrier`
+  on its quantized inputs: a float32->float16->float32 round trip, which the converter can
+  neither fold nor quantize. It costs two CAST ops and changes a value by at most 2^-11 of
+  itself, far below the int8 step of the dequantized tensor it reads.
+- Ranges are not learned: the freshly applied model has every range at +-6. Calibration runs
+  the quantized model with every fake-quant replaced by an identity that records its input,
+  so each quantizer gets the float model's observed min/max over the calibration samples
+  (weights: their own min/max, per channel where tfmot quantizes per channel).
+- Conversion goes through a concrete function, not `from_keras_model`, which spends most of
+  its time saving a SavedModel (27-41 s against 2-3 s on MobileNetV2).
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+
+from ._tf import keras, tf, tfmot
+from .data import ArrayData
+from .walker import FLAT_MODEL_NAME, ModelGraph, SharedTensor, producers
+
+from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
+from tensorflow_model_optimization.python.core.quantization.keras import quantizers as tfmot_quantizers
+
+_Q = tfmot.quantization.keras
+REALIZATION_NAME = "annotate"
+BARRIER = "fp16_round_trip"
+
+
+class OutputRangeConfig(_Q.QuantizeConfig):
+    """Quantize only a layer's output: gives an int8 unit's float producer an output range."""
+
+    def get_weights_and_quantizers(self, layer):
+        return []
+
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        pass
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        pass
+
+    def get_output_quantizers(self, layer):
+        return [tfmot_quantizers.MovingAverageQuantizer(
+            num_bits=8, per_axis=False, symmetric=False, narrow_range=False)]
+
+    def get_config(self):
+        return {}
+
+
+class PrecisionBarrier(keras.layers.Layer):
+    """A float16 round trip that keeps the converter from quantizing the op after it."""
+
+    def call(self, inputs):
+        return tf.cast(tf.cast(inputs, tf.float16), inputs.dtype)
+
+
+CUSTOM_OBJECTS = {"OutputRangeConfig": OutputRangeConfig, "PrecisionBarrier": PrecisionBarrier}
+
+
+@dataclass
+class Realization:
+    """A converted model and what really ended up int8 in it."""
+
+    tflite_model: bytes
+    int8_units: frozenset[str]
+    int8_layers: tuple[str, ...]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class AnnotationPlan:
+    """How one configuration is annotated, by flat-graph layer name."""
+
+    full: set[str]  # tfmot's default 8-bit config: the int8 units, and pass-throughs between them
+    output_only: set[str]  # float layers whose output must carry a range: they feed an int8 op
+    guarded: dict[str, set[str]]  # float layer -> producers it reads through a PrecisionBarrier
+
+
+def plan_annotations(graph: ModelGraph, int8_units: Iterable[str]) -> AnnotationPlan:
+    model = graph.model
+    passthrough = graph.passthrough
+    full = {layer for u in int8_units for layer in graph.unit(u).layers}
+    output_only: set[str] = set()
+
+    def need_range(producer) -> None:
+        name = producer.name
+        if isinstance(producer, keras.layers.InputLayer) or name in full or name in output_only:
+            return  # tfmot quantizes a model input that feeds an annotated layer
+        if name in passthrough:
+            full.add(name)
+            for p in producers(producer):
+                need_range(p)
+        else:
+            output_only.add(name)
+
+    for unit_name in int8_units:
+        for p in producers(model.get_layer(graph.unit(unit_name).head)):
+            need_range(p)
+
+    # A float op whose output carries a range would be quantized by the converter if its
+    # inputs carried ranges too: the way into it gets barriers (for an fp32 unit, at its head).
+    annotated = full | output_only
+    guarded: dict[str, set[str]] = {}
+    for name in output_only:
+        unit_name = graph.unit_of_layer.get(name)
+        entry = model.get_layer(graph.unit(unit_name).head if unit_name else name)
+        readers = annotated - {entry.name}  # the entry itself will read through the barrier
+        guarded[entry.name] = {p.name for p in producers(entry) if not _range_free_input(p, readers)}
+    return AnnotationPlan(full, output_only, guarded)
+
+
+def _range_free_input(layer, readers: set[str]) -> bool:
+    """A model input that tfmot will not quantize: none of its direct readers is annotated."""
+    if not isinstance(layer, keras.layers.InputLayer):
+        return False
+    return not any(node.outbound_layer.name in readers for node in layer._outbound_nodes)
+
+
+def build_annotated_model(graph: ModelGraph, plan: AnnotationPlan) -> "keras.Model":
+    """Re-run the flat graph with fresh layer clones, annotations and barriers."""
+    flat = graph.model
+    new_inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=n)
+                  for t, n in zip(flat.inputs, graph.input_names)]
+    tensors = {str(id(kt)): SharedTensor(t) for kt, t in zip(flat.inputs, new_inputs)}
+    copies = []
+    for depth in sorted(flat._nodes_by_depth, reverse=True):
+        for node in flat._nodes_by_depth[depth]:
+            if node.is_input:
+                continue
+            layer = node.layer
+            feeds = tensors
+            if plan.guarded.get(layer.name):
+                feeds = dict(tensors)
+                sources = tf.nest.flatten(node.inbound_layers)
+                for i, (input_id, source) in enumerate(zip(node.flat_input_ids, sources)):
+                    if source.name in plan.guarded[layer.name]:
+                        barrier = PrecisionBarrier(name=f"barrier_{i}_{layer.name}")
+                        feeds[input_id] = SharedTensor(barrier(tensors[input_id].pop()))
+            args, kwargs = node.map_arguments(feeds)
+            clone = layer.__class__.from_config(layer.get_config())
+            copies.append((clone, layer))
+            if layer.name in plan.full:
+                clone = _Q.quantize_annotate_layer(clone)
+            elif layer.name in plan.output_only:
+                clone = _Q.quantize_annotate_layer(clone, OutputRangeConfig())
+            outputs = clone(*args, **kwargs)
+            for out_id, tensor in zip(node.flat_output_ids, tf.nest.flatten(outputs)):
+                tensors[out_id] = SharedTensor(tensor)
+    outputs = [tensors[str(id(kt))].pop() for kt in flat.outputs]
+    annotated = keras.Model(new_inputs, outputs if len(outputs) > 1 else outputs[0],
+                            name=FLAT_MODEL_NAME)
+    for clone, original in copies:
+        clone.set_weights(original.get_weights())
+    return annotated
+
+
+def quantize_apply(annotated: "keras.Model") -> "keras.Model":
+    with _Q.quantize_scope(CUSTOM_OBJECTS):
+        return _Q.quantize_apply(annotated)
+
+
+@contextlib.contextmanager
+def _recording_fake_quants(ranges: dict):
+    """Replace tfmot's fake-quant ops by identities that record min/max per range variable."""
+    originals = (quant_ops.MovingAvgQuantize, quant_ops.LastValueQuantize, quant_ops.AllValuesQuantize)
+
+    def record(inputs, min_var, max_var, *args, per_channel=False, symmetric=False, **kwargs):
+        axes = list(range(len(inputs.shape) - 1)) if per_channel else None
+        low = tf.reduce_min(inputs, axis=axes).numpy()
+        high = tf.reduce_max(inputs, axis=axes).numpy()
+        key = id(min_var)
+        if key in ranges:
+            low = np.minimum(low, ranges[key][2])
+            high = np.maximum(high, ranges[key][3])
+        ranges[key] = (min_var, max_var, low, high, symmetric)
+        return inputs
+
+    quant_ops.MovingAvgQuantize = quant_ops.LastValueQuantize = quant_ops.AllValuesQuantize = record
+    try:
+        yield
+    finally:
+        quant_ops.MovingAvgQuantize, quant_ops.LastValueQuantize, quant_ops.AllValuesQuantize = originals
+
+
+def calibrate(qmodel: "keras.Model", calib: ArrayData, batch_size: int) -> int:
+    """Set every quantizer's range from `calib`; returns how many quantizers were set."""
+    ranges: dict = {}
+    with _recording_fake_quants(ranges):
+        for batch in calib.batches(batch_size):
+            qmodel(batch if len(batch) > 1 else batch[0], training=False)
+    for min_var, max_var, low, high, symmetric in ranges.values():
+        # The same adjustments tfmot's own quantizers make: zero is always representable.
+        low, high = np.minimum(low, 0.0), np.maximum(high, 0.0)
+        if symmetric:
+            bound = np.maximum(-low, high)
+            low, high = -bound, bound
+        min_var.assign(np.broadcast_to(low, min_var.shape).astype(np.float32))
+        max_var.assign(np.broadcast_to(high, max_var.shape).astype(np.float32))
+    return len(ranges)
+
+
+def convert(model: "keras.Model", input_shapes: list[tuple], input_names: list[str],
+            quantized: bool) -> bytes:
+    """Keras model -> TFLite bytes through a concrete function (float I/O, dynamic batch)."""
+    specs = [tf.TensorSpec((None,) + tuple(shape[1:]), tf.float32, name=name)
+             for shape, name in zip(input_shapes, input_names)]
+
+    def serve(*inputs):
+        return model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
+
+    concrete = tf.function(serve, input_signature=specs).get_concrete_function()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    converter.experimental_lower_to_saved_model = False
+    if quantized:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return converter.convert()
+
+
+_NOT_COMPUTE = {"QUANTIZE", "DEQUANTIZE", "CAST", "DELEGATE"}
+_INT_TYPES = (np.int8, np.uint8, np.int16)
+
+
+def int8_flat_layers(tflite_model: bytes, layer_names: Iterable[str]) -> set[str]:
+    """The flat-graph layers whose ops run in an integer type in this TFLite model.
+
+    TFLite names an op's output tensor after the TF ops fused into it, `;`-joined, each
+    `<model>/<layer or quant_layer>/<op>`.
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    known = set(layer_names)
+    interpreter = Interpreter(
+        model_content=tflite_model,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    found: set[str] = set()
+    for op in interpreter._get_ops_details():
+        if op["op_name"] in _NOT_COMPUTE or not len(op["outputs"]):
+            continue
+        out = interpreter._get_tensor_details(op["outputs"][0], 0)
+        if out["dtype"] not in _INT_TYPES:
+            continue
+        for part in out["name"].split(";"):
+            pieces = part.split("/")
+            if len(pieces) < 3 or pieces[0] != FLAT_MODEL_NAME or "Quantize" in part or "FakeQuant" in part:
+                continue  # a range tensor of the layer's quantizer, not one of its ops
+            layer = pieces[1]
+            if layer.startswith("quant_") and layer[len("quant_"):] in known:
+                layer = layer[len("quant_"):]
+            if layer in known:
+                found.add(layer)
+    return found
+
+
+class AnnotationRealizer:
+    """Realizes configurations of one model through tfmot annotations.
+
+    Holds the flat model and the calibration samples; `realize(int8_units)` is one trial's
+    model-building step, `realize_float()` the baseline.
+    """
+
+    name = REALIZATION_NAME
+
+    def __init__(self, graph: ModelGraph, calib: ArrayData, batch_size: int = 32,
+                 q_func: Callable | None = None):
+        self.graph = graph
+        self.calib = calib
+        self.batch_size = batch_size
+        self.q_func = q_func
+        self._unit_layers = [layer for u in graph.units for layer in u.layers]
+
+    def realize_float(self) -> Realization:
+        start = time.perf_counter()
+        tflite = convert(self.graph.model, self.graph.input_shapes, self.graph.input_names, False)
+        return Realization(tflite, frozenset(), (), {"convert": time.perf_counter() - start})
+
+    def realize(self, int8_units: Iterable[str]) -> Realization:
+        int8_units = frozenset(int8_units)
+        if not int8_units:
+            return self.realize_float()  # tfmot refuses a model with nothing annotated
+        seconds = {}
+        clock = time.perf_counter()
+
+        def lap(step):
+            nonlocal clock
+            now = time.perf_counter()
+            seconds[step] = seconds.get(step, 0.0) + now - clock
+            clock = now
+
+        annotated = build_annotated_model(self.graph, plan_annotations(self.graph, int8_units))
+        lap("annotate")
+        qmodel = quantize_apply(annotated)
+        lap("apply")
+        calibrate(qmodel, self.calib, self.batch_size)
+        lap("calibrate")
+        if self.q_func is not None:
+            self.q_func(qmodel)
+            lap("q_func")
+        tflite = convert(qmodel, self.graph.input_shapes, self.graph.input_names, True)
+        lap("convert")
+        layers = int8_flat_layers(tflite, self._unit_layers)
+        units = frozenset(self.graph.unit_of_layer[layer] for layer in layers)
+        display = tuple(self.graph.display_names[layer] for layer in self._unit_layers if layer in layers)
+        lap("inspect")
+        return Realization(tflite, units, display, seconds)
