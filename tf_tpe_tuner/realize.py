@@ -115,15 +115,30 @@ def plan_annotations(graph: ModelGraph, int8_units: Iterable[str]) -> Annotation
         for p in producers(model.get_layer(graph.unit(unit_name).head)):
             need_range(p)
 
-    # A float op whose output carries a range would be quantized by the converter if its
-    # inputs carried ranges too: the way into it gets barriers (for an fp32 unit, at its head).
+    # The converter quantizes a float op whose input carries a range when its output carries
+    # one too, or when it is a same-scale op (pooling, concat, ...) that just passes the range
+    # on. So every fp32 unit reads ranged inputs through barriers; so does every annotated
+    # float layer, since tfmot quantizes whatever an annotated layer reads directly.
     annotated = full | output_only
+
+    def carries_range(layer) -> bool:
+        if isinstance(layer, keras.layers.InputLayer):
+            return not _range_free_input(layer, annotated)
+        if layer.name in annotated:
+            return True
+        return layer.name in passthrough and any(carries_range(p) for p in producers(layer))
+
+    entries = {u.head for u in graph.units if u.head not in full}
+    entries |= {name for name in output_only if name not in graph.unit_of_layer}
     guarded: dict[str, set[str]] = {}
-    for name in output_only:
-        unit_name = graph.unit_of_layer.get(name)
-        entry = model.get_layer(graph.unit(unit_name).head if unit_name else name)
-        readers = annotated - {entry.name}  # the entry itself will read through the barrier
-        guarded[entry.name] = {p.name for p in producers(entry) if not _range_free_input(p, readers)}
+    for name in entries:
+        entry = model.get_layer(name)
+        if name in output_only:
+            sources = {p.name for p in producers(entry) if not _range_free_input(p, annotated)}
+        else:
+            sources = {p.name for p in producers(entry) if carries_range(p)}
+        if sources:
+            guarded[name] = sources
     return AnnotationPlan(full, output_only, guarded)
 
 

@@ -1,0 +1,89 @@
+"""Shared fixtures: small real models trained on scikit-learn data, once per test session."""
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+import tf_tpe_tuner  # noqa: F401  (selects tf_keras before TensorFlow loads)
+from tf_tpe_tuner._tf import keras
+
+FAST_PERF = {"warmup": 5, "iteration": 50, "num_threads": 1}
+
+
+def fast_conf(**tuning):
+    """A conf dict with a short latency loop; `tuning` entries go under `tuning:`."""
+    return {"evaluation": {"performance": dict(FAST_PERF)}, "tuning": tuning}
+
+
+@pytest.fixture(scope="session")
+def digits():
+    data = load_digits()
+    x = (data.images / 16.0).astype("float32")[..., None]
+    order = np.random.RandomState(0).permutation(len(x))
+    x, y = x[order], data.target[order]
+    return (x[:1000], y[:1000]), (x[1000:], y[1000:])
+
+
+def build_cnn():
+    inputs = keras.Input((8, 8, 1), name="image")
+    h = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1")(inputs)
+    h = keras.layers.Conv2D(32, 3, padding="same", use_bias=False, name="conv2")(h)
+    h = keras.layers.BatchNormalization(name="bn2")(h)
+    h = keras.layers.ReLU(name="relu2")(h)
+    h = keras.layers.MaxPooling2D(name="pool")(h)
+    h = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv3")(h)
+    h = keras.layers.Flatten(name="flatten")(h)
+    h = keras.layers.Dense(64, activation="relu", name="fc1")(h)
+    outputs = keras.layers.Dense(10, activation="softmax", name="logits")(h)
+    return keras.Model(inputs, outputs, name="cnn")
+
+
+def build_nested_residual():
+    """A residual block as a nested Functional model inside a Sequential-style outer graph."""
+    block_in = keras.Input((8, 8, 16))
+    h = keras.layers.Conv2D(16, 3, padding="same", use_bias=False, name="conv")(block_in)
+    h = keras.layers.BatchNormalization(name="bn")(h)
+    h = keras.layers.ReLU(name="relu")(h)
+    h = keras.layers.Add(name="add")([block_in, h])
+    block = keras.Model(block_in, h, name="block")
+    inputs = keras.Input((8, 8, 1), name="image")
+    h = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="stem")(inputs)
+    h = block(h)
+    h = keras.layers.AveragePooling2D(name="avg")(h)
+    h = keras.layers.Flatten(name="flat")(h)
+    outputs = keras.layers.Dense(10, activation="softmax", name="head")(h)
+    return keras.Model(inputs, outputs, name="residual")
+
+
+def train(model, data, epochs):
+    (x, y), _ = data
+    keras.utils.set_random_seed(0)
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="session")
+def cnn(digits):
+    keras.utils.set_random_seed(0)
+    return train(build_cnn(), digits, epochs=8)
+
+
+@pytest.fixture(scope="session")
+def residual(digits):
+    keras.utils.set_random_seed(0)
+    return train(build_nested_residual(), digits, epochs=8)
+
+
+@pytest.fixture(scope="session")
+def cnn_files(cnn, digits, tmp_path_factory):
+    """The CNN and its data saved as a user would: model.keras, calib.npz, eval.npz."""
+    (x, _), (xt, yt) = digits
+    root = tmp_path_factory.mktemp("cnn_files")
+    cnn.save(root / "model.keras")
+    np.savez(root / "calib.npz", x=x[:100])
+    np.savez(root / "eval.npz", x=xt, y=yt)
+    return root
