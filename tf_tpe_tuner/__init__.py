@@ -8,10 +8,10 @@ __version__ = "0.1.0"
 from . import _tf  # noqa: F401  (selects Keras 2 before anything imports TensorFlow)
 from .api import tune
 from .conf import Conf
-from .errors import ModelNotSupportedError, TunerInputError
+from .errors import ModelNotSupportedError, TunerInputError, TuningInterrupted
 from .evaluate import TFLiteModel
 from .strategy import TpeTuneStrategy, TuneStrategy, TuningResult
 from .walker import walk
 
 __all__ = ["Conf", "ModelNotSupportedError", "TFLiteModel", "TpeTuneStrategy", "TuneStrategy",
-           "TunerInputError", "TuningResult", "tune", "walk"]
+           "TunerInputError", "TuningInterrupted", "TuningResult", "tune", "walk"]

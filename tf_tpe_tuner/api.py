@@ -5,15 +5,16 @@ import os
 from typing import Any, Callable
 
 from .conf import Conf
-from .errors import TunerInputError
+from .errors import TunerInputError, TuningInterrupted
 from .export import RESULT_FILES, write_result
+from .history import JsonlHistory, TrialRecord
 from .strategy import STRATEGIES, TuningResult
 
 
 def tune(model, conf: "Conf | str | dict | None", calib_data: Any, eval_data: Any = None,
          eval_func: Callable | None = None, output_dir: str | None = None, *,
          q_func: Callable | None = None, q_hooks: dict | None = None,
-         overwrite: bool = False) -> TuningResult:
+         overwrite: bool = False, resume: "bool | str" = False) -> TuningResult:
     """Tune `model` and write the best TFLite model, its config, the history and a summary.
 
     Args:
@@ -25,22 +26,51 @@ def tune(model, conf: "Conf | str | dict | None", calib_data: Any, eval_data: An
         output_dir: where results go; defaults to `tuning.workspace.path`.
         q_func, q_hooks: see `TuneStrategy`.
         overwrite: replace results already in output_dir (otherwise they are refused).
+        resume: continue the run recorded in output_dir (True) or in another directory (its
+            path; also `tuning.workspace.resume`): its trials are kept, not evaluated again.
     Returns:
         The `TuningResult` (best TFLite bytes, configuration, accuracy, latency, history).
+    Raises:
+        TuningInterrupted: on Ctrl-C, after writing the best result so far.
     """
     conf = Conf(conf) if not isinstance(conf, Conf) else conf
     if output_dir is not None:
         conf = conf.override(**{"tuning.workspace.path": output_dir})
     output_dir = conf.workspace
-    existing = _existing_results(output_dir, overwrite)
+    resume_dir = output_dir if resume is True else (resume or conf.get("tuning.workspace.resume"))
+    if resume_dir and overwrite:
+        raise TunerInputError("resume and overwrite exclude each other: resuming keeps the results")
+    existing = [] if resume_dir else _existing_results(output_dir, overwrite)
+    resumed = _load_resumed(resume_dir, same_dir=_same_dir(resume_dir, output_dir)) if resume_dir else []
     strategy_cls = STRATEGIES[conf.get("tuning.strategy.name")]
     strategy = strategy_cls(model, conf, calib_data, q_func=q_func, eval_dataloader=eval_data,
-                            eval_func=eval_func, q_hooks=q_hooks)
+                            eval_func=eval_func, q_hooks=q_hooks, dicts={"history": resumed})
+    unknown = {u for r in resumed for u in r.config} - set(strategy.graph.unit_names)
+    if unknown:
+        raise TunerInputError(
+            f"the history in {resume_dir} was made with another model (unknown units: "
+            f"{', '.join(sorted(unknown))})")
     for path in existing:  # only now that every input has been checked
         os.unlink(path)
+    if resume_dir and not _same_dir(resume_dir, output_dir):
+        strategy.history_store.write_all(resumed)  # the new directory holds the whole run
     result = strategy.traverse()
     write_result(result, output_dir)
+    if result.interrupted:
+        raise TuningInterrupted(result)
     return result
+
+
+def _same_dir(a: str | None, b: str) -> bool:
+    return bool(a) and os.path.abspath(a) == os.path.abspath(b)
+
+
+def _load_resumed(directory: str, same_dir: bool) -> list[TrialRecord]:
+    path = os.path.join(directory, "history.jsonl")
+    if not os.path.exists(path):
+        raise TunerInputError(f"nothing to resume in {directory}: it has no history.jsonl")
+    # In the run's own directory a torn last line is cut off, so appending can go on.
+    return JsonlHistory(path).load(repair=same_dir)
 
 
 def _existing_results(output_dir: str, overwrite: bool) -> list[str]:

@@ -25,8 +25,12 @@ flags.DEFINE_integer("seed", None, "Overrides tuning.random_seed.")
 flags.DEFINE_string("strategy", None, "Overrides tuning.strategy.name.")
 flags.DEFINE_boolean("dry_run", False, "Print the quantizable units and why other layers stay float, then exit.")
 flags.DEFINE_boolean("overwrite", False, "Replace results already in the output directory.")
+flags.DEFINE_boolean("resume", False, "Continue the run recorded in the output directory: its finished "
+                     "trials are kept and not evaluated again.")
+flags.DEFINE_boolean("allow_unsafe_model", False, "Load .h5/SavedModel models with Lambda layers "
+                     "(they run code stored in the file) and .keras files outside safe mode.")
 
-EXIT_MET, EXIT_NOT_MET, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_MET, EXIT_NOT_MET, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 PROG = "tf-tpe-tune"
 
 
@@ -58,22 +62,6 @@ def check_flags() -> None:
             fail(f"--{name} file {path} does not exist")
 
 
-def load_keras_model(path: str):
-    from ._tf import keras
-    from .errors import TunerInputError
-
-    is_dir = os.path.isdir(path)
-    if not is_dir and not path.endswith((".keras", ".h5", ".hdf5")):
-        raise TunerInputError(f"model file {path} must be a .keras or .h5 file or a SavedModel directory")
-    try:
-        if path.endswith(".keras"):
-            return keras.models.load_model(path, compile=False, safe_mode=True)
-        return keras.models.load_model(path, compile=False)
-    except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise TunerInputError(f"model file {path} could not be loaded as a tf_keras model: {first}") from None
-
-
 def _log_to_stdout() -> None:
     from absl import logging as absl_logging
 
@@ -90,14 +78,20 @@ def main(argv: list[str]) -> int:
     if len(argv) > 1:
         fail(f"unexpected arguments: {' '.join(argv[1:])}")
     check_flags()
-    from .errors import TunerInputError
+    from .errors import TunerInputError, TuningInterrupted
 
     try:
         return _run()
     except TunerInputError as err:
         fail(str(err))
+    except TuningInterrupted as stop:
+        out = FLAGS.output_dir or "the output directory"
+        print(f"interrupted: {stop.result.trials} finished trials kept in {out}, best so far written.\n"
+              f"resume with: {_resume_command()}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
-        raise
+        print("interrupted before any trial finished; nothing written", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception:
         traceback.print_exc()
         print(f"{PROG}: internal error (a bug: please report it with the traceback above)", file=sys.stderr)
@@ -107,6 +101,7 @@ def main(argv: list[str]) -> int:
 def _run() -> int:
     from .api import tune
     from .conf import Conf
+    from .model_io import load_keras_model
     from .walker import walk
 
     conf = Conf(FLAGS.conf).override(**{
@@ -116,12 +111,13 @@ def _run() -> int:
         "tuning.strategy.name": FLAGS.strategy,
         "tuning.workspace.path": FLAGS.output_dir,
     })
-    model = load_keras_model(FLAGS.model)
+    model = load_keras_model(FLAGS.model, allow_unsafe=FLAGS.allow_unsafe_model)
     if FLAGS.dry_run:
         print(walk(model).describe())
         return EXIT_MET
     _log_to_stdout()
-    result = tune(model, conf, FLAGS.calib_data, eval_data=FLAGS.eval_data, overwrite=FLAGS.overwrite)
+    result = tune(model, conf, FLAGS.calib_data, eval_data=FLAGS.eval_data,
+                  overwrite=FLAGS.overwrite, resume=FLAGS.resume)
     out = conf.workspace
     if result.accuracy is None:
         print(f"every trial failed; see {os.path.join(out, 'history.jsonl')}")
@@ -132,6 +128,11 @@ def _run() -> int:
           f"{result.speedup:.2f}x), {'meets' if result.met_criterion else 'does NOT meet'} the criterion")
     print(f"wrote {os.path.join(out, 'best_model.tflite')}, best_config.yaml, summary.json, history.jsonl")
     return EXIT_MET if result.met_criterion else EXIT_NOT_MET
+
+
+def _resume_command() -> str:
+    args = [a for a in sys.argv[1:] if a not in ("--overwrite", "--resume")]
+    return " ".join([PROG] + args + ["--resume"])
 
 
 def run() -> None:

@@ -95,6 +95,7 @@ SCHEMA: dict = {
         "random_seed": _Field(_INT, 1978),
         "workspace": {
             "path": _Field(_STR, "./tpe_workspace"),
+            "resume": _Field(_STR, None),  # an earlier output directory to continue from
         },
     },
     "evaluation": {

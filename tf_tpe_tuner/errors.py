@@ -12,3 +12,11 @@ class TunerInputError(Exception):
 
 class ModelNotSupportedError(TunerInputError):
     """The graph walker cannot read this model."""
+
+
+class TuningInterrupted(KeyboardInterrupt):
+    """Ctrl-C during tuning; the best result so far was written. `result` holds it."""
+
+    def __init__(self, result):
+        super().__init__("tuning interrupted")
+        self.result = result

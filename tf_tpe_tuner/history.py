@@ -58,17 +58,27 @@ class JsonlHistory:
             f.flush()
             os.fsync(f.fileno())
 
-    def load(self) -> list[TrialRecord]:
-        """Every complete record; a torn last line (a crash mid-write) is skipped."""
+    def load(self, repair: bool = False) -> list[TrialRecord]:
+        """Every complete record. A torn last line (the process died mid-write) is skipped,
+        and with `repair` cut off the file, so that appending can go on after it."""
         if not os.path.exists(self.path):
             return []
         records = []
-        with open(self.path, encoding="utf-8") as f:
+        good_bytes = 0
+        with open(self.path, "rb") as f:
             for line in f:
-                if not line.endswith("\n"):
-                    break  # torn write: the process died in the middle of this line
+                if not line.endswith(b"\n"):
+                    break
                 try:
                     records.append(TrialRecord.from_dict(json.loads(line)))
-                except (json.JSONDecodeError, TypeError):
+                except (UnicodeDecodeError, json.JSONDecodeError, TypeError):
                     break
+                good_bytes += len(line)
+        if repair and good_bytes != os.path.getsize(self.path):
+            with open(self.path, "r+b") as f:
+                f.truncate(good_bytes)
         return records
+
+    def write_all(self, records: list[TrialRecord]) -> None:
+        for record in records:
+            self.append(record)

@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 
 from ..conf import Conf
 from ..data import as_array_data, check_against_model
+from ..errors import TunerInputError
 from ..evaluate import Evaluator, make_metric
 from ..history import STATUS_FAILED, STATUS_OK, JsonlHistory, TrialRecord
 from ..realize import AnnotationRealizer
@@ -54,6 +55,7 @@ class TuningResult:
     strategy: str
     stop_reason: str = ""
     realization: dict[str, Any] = field(default_factory=dict)
+    interrupted: bool = False  # Ctrl-C: this is the best found before it
 
     @property
     def trials(self) -> int:
@@ -137,7 +139,11 @@ class TuneStrategy:
 
     # -- the loop ------------------------------------------------------------------------
     def traverse(self) -> TuningResult:
-        """Run the search; returns the best configuration found and its TFLite model."""
+        """Run the search; returns the best configuration found and its TFLite model.
+
+        Ctrl-C (KeyboardInterrupt) ends the search between or inside a trial: the trial under
+        way is dropped, and the result (`interrupted=True`) holds the best finished one.
+        """
         self.baseline = self._evaluate_baseline()
         resumed = list(self.history)
         self.best = self.add_loss_to_tuned_history_and_find_best(resumed)
@@ -145,18 +151,22 @@ class TuneStrategy:
             self.on_result(record.config, record)
         trials_count = len(resumed)
         cached_in_a_row = 0
-        while not self.stop(self.conf.timeout, trials_count):
-            tune_cfg = self.next_tune_cfg()
-            if frozenset_of(tune_cfg) in self.evaluated:
-                self.on_result(tune_cfg, self.object_evaluation(tune_cfg, self.graph))
-                cached_in_a_row += 1
-                if cached_in_a_row < _MAX_CACHED_PROPOSALS:
-                    continue
-                tune_cfg = self._unexplored_config()
-            cached_in_a_row = 0
-            record = self.object_evaluation(tune_cfg, self.graph)
-            trials_count += 1
-            self.on_result(tune_cfg, record)
+        try:
+            while not self.stop(self.conf.timeout, trials_count):
+                tune_cfg = self.next_tune_cfg()
+                if frozenset_of(tune_cfg) in self.evaluated:
+                    self.on_result(tune_cfg, self.object_evaluation(tune_cfg, self.graph))
+                    cached_in_a_row += 1
+                    if cached_in_a_row < _MAX_CACHED_PROPOSALS:
+                        continue
+                    tune_cfg = self._unexplored_config()
+                cached_in_a_row = 0
+                record = self.object_evaluation(tune_cfg, self.graph)
+                trials_count += 1
+                self.on_result(tune_cfg, record)
+        except KeyboardInterrupt:
+            log.info("interrupted: %d trials finished", len(self.history))
+            return self._result(interrupted=True)
         return self._result()
 
     def object_evaluation(self, tune_cfg: dict[str, str], model: ModelGraph | None = None) -> TrialRecord:
@@ -263,7 +273,10 @@ class TuneStrategy:
 
     def _evaluate_baseline(self) -> Baseline:
         float_model = self.realizer.realize_float().tflite_model
-        evaluation = self.evaluator.evaluate(float_model)
+        try:
+            evaluation = self.evaluator.evaluate(float_model)
+        except (TypeError, ValueError) as err:  # the user's eval_func or data, on the float model
+            raise TunerInputError(f"evaluating the fp32 model failed: {err}") from None
         log.info("fp32 baseline: accuracy %.4f, latency %.4f ms", evaluation.accuracy, evaluation.latency_ms)
         return Baseline(evaluation.accuracy, evaluation.latency_ms)
 
@@ -320,7 +333,7 @@ class TuneStrategy:
                  n_int8, len(record.config), record.accuracy, record.latency_ms, record.loss,
                  "meets" if record.met_criterion else "misses", best_text)
 
-    def _result(self) -> TuningResult:
+    def _result(self, interrupted: bool = False) -> TuningResult:
         best = self.best
         tflite = None
         if best is not None:
@@ -345,6 +358,7 @@ class TuneStrategy:
             seed=self.conf.seed,
             elapsed_s=self.elapsed(),
             strategy=self.name,
+            interrupted=interrupted,
             realization={
                 "backend": self.realizer.name,
                 "calibration": {"sampling_size": len(self.realizer.calib),

@@ -33,7 +33,7 @@ class TpeTuneStrategy(TuneStrategy):
             verbose=False)
         self._domain = Domain(lambda _: 0.0, {u: hp.choice(u, _CHOICES) for u in self.search_units})
         self._trials = Trials()
-        self._proposals = 0
+        self._proposals = len(self.history)  # a resumed run continues the seed sequence
         self._pending: dict | None = None
 
     def next_tune_cfg(self) -> dict[str, str]:

@@ -1,0 +1,172 @@
+"""Nothing lost, nothing confusing: kill -9 and resume, Ctrl-C, failed trials, timeouts,
+atomic outputs, unsafe models. Real subprocesses of the real command line."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import FAST_PERF, fast_conf
+from tf_tpe_tuner import Conf, tune
+from tf_tpe_tuner._tf import keras
+from tf_tpe_tuner.export import write_atomic
+
+ENV = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def cli_args(files, out, conf_path, *extra):
+    return [sys.executable, "-m", "tf_tpe_tuner", f"--model={files / 'model.keras'}",
+            f"--conf={conf_path}", f"--calib_data={files / 'calib.npz'}",
+            f"--eval_data={files / 'eval.npz'}", f"--output_dir={out}", *extra]
+
+
+def write_conf(tmp_path, max_trials):
+    path = tmp_path / "conf.yaml"
+    path.write_text(yaml.safe_dump({"evaluation": {"performance": FAST_PERF},
+                                    "tuning": {"exit_policy": {"timeout": 3600, "max_trials": max_trials}}}))
+    return path
+
+
+def history_lines(out):
+    path = out / "history.jsonl"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def start_and_wait_for_trials(args, out, n, timeout=180):
+    proc = subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + timeout
+    while len(history_lines(out)) < n:
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "no trials finished in time"
+        time.sleep(0.2)
+    return proc
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_keeps_every_finished_trial(cnn_files, tmp_path):
+    out = tmp_path / "out"
+    conf = write_conf(tmp_path, max_trials=6)
+    proc = start_and_wait_for_trials(cli_args(cnn_files, out, conf), out, 2)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    before = history_lines(out)
+    assert len(before) >= 2
+    with open(out / "history.jsonl", "a") as f:  # as if the kill landed mid-write
+        f.write('{"trial": 99, "config": {"conv1": "in')
+    refused = subprocess.run(cli_args(cnn_files, out, conf), env=ENV, capture_output=True, text=True)
+    assert refused.returncode == 2 and "already holds results" in refused.stderr
+    resumed = subprocess.run(cli_args(cnn_files, out, conf, "--resume"), env=ENV, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    after = history_lines(out)
+    assert after[:len(before)] == before  # finished trials kept as they were
+    records = [json.loads(line) for line in after]
+    assert [r["trial"] for r in records] == list(range(1, 7))  # max_trials in total
+    keys = {frozenset(k for k, v in r["config"].items() if v == "int8") for r in records}
+    assert len(keys) == 6  # none evaluated twice
+    printed = [line for line in resumed.stdout.splitlines() if line.startswith("trial ")]
+    assert printed[0].startswith(f"trial {len(before) + 1} ")  # the count continues
+    assert json.loads((out / "summary.json").read_text())["trials"] == 6
+
+
+@pytest.mark.slow
+def test_ctrl_c_writes_the_best_so_far_and_exits_130(cnn_files, tmp_path):
+    out = tmp_path / "out"
+    conf = write_conf(tmp_path, max_trials=50)
+    proc = start_and_wait_for_trials(cli_args(cnn_files, out, conf), out, 2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "--resume" in stderr
+    assert (out / "best_model.tflite").stat().st_size > 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["trials"] == len(history_lines(out)) >= 2
+
+
+def test_failed_trials_are_recorded_and_the_search_goes_on(cnn, digits, tmp_path):
+    (x, _), (xt, yt) = digits
+    answers = iter([None, "boom", float("nan"), "not a number"])
+
+    def eval_func(model):
+        answer = next(answers, None)
+        if answer == "boom":
+            raise RuntimeError("eval broke")
+        if answer is None:
+            return float(np.mean(model(xt).argmax(-1) == yt))
+        return answer
+
+    result = tune(cnn, fast_conf(exit_policy={"max_trials": 4, "timeout": 3600}), x[:64],
+                  eval_func=eval_func, output_dir=str(tmp_path))
+    assert [r.status for r in result.history] == ["failed", "failed", "failed", "ok"]
+    assert "eval broke" in result.history[0].error
+    assert "nan" in result.history[1].error
+    assert "number" in result.history[2].error
+    assert result.best_trial == 4
+    lines = [json.loads(line) for line in history_lines(tmp_path)]
+    assert [line["status"] for line in lines] == ["failed", "failed", "failed", "ok"]
+
+
+@pytest.mark.slow
+def test_every_trial_failing_ends_with_exit_1(cnn_files, tmp_path):
+    out = tmp_path / "out"
+    conf = write_conf(tmp_path, max_trials=3)
+    inject = ("import sys, tf_tpe_tuner.realize as r\n"
+              "def broken(self, units): raise RuntimeError('converter exploded')\n"
+              "r.AnnotationRealizer.realize = broken\n"
+              "from tf_tpe_tuner.cli import run\n"
+              "sys.argv = sys.argv[1:]\n"
+              "run()\n")
+    args = cli_args(cnn_files, out, conf)
+    proc = subprocess.run([sys.executable, "-c", inject, "tf-tpe-tune", *args[3:]],
+                          env=ENV, capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    assert "every trial failed" in proc.stdout
+    lines = [json.loads(line) for line in history_lines(out)]
+    assert len(lines) == 3 and all("converter exploded" in line["error"] for line in lines)
+
+
+def test_timeout_ends_the_run_within_one_trial(cnn, digits, tmp_path):
+    (x, _), (xt, yt) = digits
+    timeout = 6.0
+    start = time.monotonic()
+    result = tune(cnn, fast_conf(exit_policy={"max_trials": 1000, "timeout": timeout}), x[:64],
+                  eval_data=(xt, yt), output_dir=str(tmp_path))
+    elapsed = time.monotonic() - start
+    longest = max(r.seconds for r in result.history)
+    assert result.trials >= 1
+    assert elapsed <= timeout + longest + 2.0  # + writing the outputs
+    assert (tmp_path / "best_model.tflite").exists()
+
+
+def test_outputs_are_written_atomically(tmp_path, monkeypatch):
+    target = tmp_path / "summary.json"
+    target.write_text('{"old": true}')
+
+    def dies_mid_write(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", dies_mid_write)
+    with pytest.raises(OSError):
+        write_atomic(str(target), '{"new": true}')
+    assert target.read_text() == '{"old": true}'  # a reader never sees a half-written file
+    assert os.listdir(tmp_path) == ["summary.json"]  # no temporary left behind
+
+
+@pytest.mark.slow
+def test_h5_model_with_lambda_is_refused_unless_allowed(tmp_path, cnn_files):
+    inputs = keras.Input((8, 8, 1), name="image")
+    h = keras.layers.Lambda(lambda t: t * 2.0, name="double")(inputs)
+    h = keras.layers.Flatten()(h)
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(h))
+    model.save(tmp_path / "lambda.h5")
+    args = [sys.executable, "-m", "tf_tpe_tuner", f"--model={tmp_path / 'lambda.h5'}", "--dry_run"]
+    refused = subprocess.run(args, env=ENV, capture_output=True, text=True)
+    assert refused.returncode == 2
+    assert "Lambda" in refused.stderr and "--allow_unsafe_model" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    allowed = subprocess.run(args + ["--allow_unsafe_model"], env=ENV, capture_output=True, text=True)
+    assert "--allow_unsafe_model" not in allowed.stderr  # loaded; what follows is the walker's word
