@@ -13,5 +13,6 @@ setup(
     packages=find_packages(include=["tf_tpe_tuner", "tf_tpe_tuner.*"]),
     python_requires=">=3.10",
     install_requires=requirements(),
+    extras_require={"ray": ["ray==2.60.0"]},
     entry_points={"console_scripts": ["tf-tpe-tune=tf_tpe_tuner.cli:run"]},
 )

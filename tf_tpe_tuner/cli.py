@@ -23,6 +23,10 @@ flags.DEFINE_float("timeout", None, "Seconds; overrides tuning.exit_policy.timeo
                    "the first configuration that meets the criterion).", lower_bound=0)
 flags.DEFINE_integer("seed", None, "Overrides tuning.random_seed.")
 flags.DEFINE_string("strategy", None, "Overrides tuning.strategy.name.")
+flags.DEFINE_enum("executor", None, ["local", "ray"], "Overrides tuning.executor.name: run trials "
+                  "here, or on Ray workers.")
+flags.DEFINE_integer("workers", None, "Overrides tuning.executor.workers (trials in flight).", lower_bound=1)
+flags.DEFINE_string("ray_address", None, "Overrides tuning.executor.address: join this Ray cluster.")
 flags.DEFINE_boolean("dry_run", False, "Print the quantizable units and why other layers stay float, then exit.")
 flags.DEFINE_boolean("overwrite", False, "Replace results already in the output directory.")
 flags.DEFINE_boolean("resume", False, "Continue the run recorded in the output directory: its finished "
@@ -110,6 +114,9 @@ def _run() -> int:
         "tuning.random_seed": FLAGS.seed,
         "tuning.strategy.name": FLAGS.strategy,
         "tuning.workspace.path": FLAGS.output_dir,
+        "tuning.executor.name": FLAGS.executor,
+        "tuning.executor.workers": FLAGS.workers,
+        "tuning.executor.address": FLAGS.ray_address,
     })
     model = load_keras_model(FLAGS.model, allow_unsafe=FLAGS.allow_unsafe_model)
     if FLAGS.dry_run:

@@ -93,6 +93,11 @@ SCHEMA: dict = {
             "max_trials": _Field(_INT, 100, _at_least_one),
         },
         "random_seed": _Field(_INT, 1978),
+        "executor": {
+            "name": _Field(_STR, "local", _one_of(("local", "ray"))),
+            "workers": _Field(_INT, 1, _at_least_one),
+            "address": _Field(_STR, None),  # an existing Ray cluster; none: start one here
+        },
         "workspace": {
             "path": _Field(_STR, "./tpe_workspace"),
             "resume": _Field(_STR, None),  # an earlier output directory to continue from

@@ -20,7 +20,9 @@ from ..data import as_array_data, check_against_model
 from ..errors import TunerInputError
 from ..evaluate import Evaluator, make_metric
 from ..history import STATUS_FAILED, STATUS_OK, JsonlHistory, TrialRecord
+from ..executor import LocalExecutor
 from ..realize import AnnotationRealizer
+from ..trial import TrialOutcome, TrialRunner
 from ..walker import ModelGraph, apply_op_wise, walk
 
 log = logging.getLogger("tf_tpe_tuner")
@@ -90,6 +92,10 @@ class TuneStrategy:
         self._start = time.monotonic()
         self.conf = conf if isinstance(conf, Conf) else Conf(conf)
         self.graph: ModelGraph = model if isinstance(model, ModelGraph) else walk(model)
+        if self.conf.get("tuning.executor.name") == "ray":
+            from ..ray_executor import import_ray
+
+            import_ray()  # a missing Ray is bad input: say so before any work
         self.fixed = apply_op_wise(self.graph, self.conf.op_wise)
         self.search_units = [u for u in self.graph.unit_names if u not in self.fixed]
         shapes, names = self.graph.input_shapes, self.graph.input_names
@@ -125,6 +131,9 @@ class TuneStrategy:
         self.evaluated: dict[frozenset, TrialRecord] = {}
         self.best: TrialRecord | None = None
         self._best_tflite: tuple[int, bytes] | None = None
+        self.in_flight: dict[frozenset, tuple[int, dict[str, str]]] = {}  # key -> (trial, config)
+        self.runner = TrialRunner(self.realizer, self.evaluator, self.graph.unit_names)
+        self.source_model = model if not isinstance(model, ModelGraph) else self.graph.model
         self._random = random.Random(self.conf.seed)
         for raw in (dicts or {}).get("history", []):
             self._remember(raw if isinstance(raw, TrialRecord) else TrialRecord.from_dict(raw))
@@ -137,80 +146,115 @@ class TuneStrategy:
     def on_result(self, tune_cfg: dict[str, str], record: TrialRecord) -> None:
         """Told about every answer, evaluated or from the cache; learning strategies listen."""
 
+    def on_pending(self, tune_cfg: dict[str, str]) -> None:
+        """Told when a configuration starts running, before its result is known."""
+
     # -- the loop ------------------------------------------------------------------------
     def traverse(self) -> TuningResult:
         """Run the search; returns the best configuration found and its TFLite model.
 
-        Ctrl-C (KeyboardInterrupt) ends the search between or inside a trial: the trial under
-        way is dropped, and the result (`interrupted=True`) holds the best finished one.
+        Up to `tuning.executor.workers` trials run at once. Ctrl-C (KeyboardInterrupt) ends
+        the search: trials under way are dropped, and the result (`interrupted=True`) holds
+        the best finished one.
         """
-        self.baseline = self._evaluate_baseline()
+        float_model = self.realizer.realize_float().tflite_model
+        self.baseline = self._evaluate_baseline(float_model)
         resumed = list(self.history)
         self.best = self.add_loss_to_tuned_history_and_find_best(resumed)
         for record in resumed:
             self.on_result(record.config, record)
-        trials_count = len(resumed)
-        cached_in_a_row = 0
+        executor = self._make_executor(float_model)
         try:
-            while not self.stop(self.conf.timeout, trials_count):
+            self._search(executor, trials_count=len(resumed))
+        except KeyboardInterrupt:
+            log.info("interrupted: %d trials finished", len(self.history))
+            return self._result(interrupted=True)
+        finally:
+            executor.close()
+        return self._result()
+
+    def _search(self, executor, trials_count: int) -> None:
+        cached_in_a_row = 0
+        while True:
+            while len(self.in_flight) < executor.workers and not self.stop(self.conf.timeout, trials_count):
                 tune_cfg = self.next_tune_cfg()
-                if frozenset_of(tune_cfg) in self.evaluated:
-                    self.on_result(tune_cfg, self.object_evaluation(tune_cfg, self.graph))
+                key = frozenset_of(tune_cfg)
+                if self.seen(tune_cfg):
+                    if key in self.evaluated:  # answered from the cache: not a trial
+                        self.on_result(tune_cfg, self.evaluated[key])
                     cached_in_a_row += 1
                     if cached_in_a_row < _MAX_CACHED_PROPOSALS:
                         continue
                     tune_cfg = self._unexplored_config()
+                    key = frozenset_of(tune_cfg)
                 cached_in_a_row = 0
-                record = self.object_evaluation(tune_cfg, self.graph)
                 trials_count += 1
-                self.on_result(tune_cfg, record)
-        except KeyboardInterrupt:
-            log.info("interrupted: %d trials finished", len(self.history))
-            return self._result(interrupted=True)
-        return self._result()
+                trial = self._begin_trial(tune_cfg)
+                self.in_flight[key] = (trial, tune_cfg)
+                self.on_pending(tune_cfg)
+                executor.submit(trial, key)
+            if not self.in_flight:
+                return
+            trial, outcome = executor.next_result()
+            key = next(k for k, (t, _) in self.in_flight.items() if t == trial)
+            _, tune_cfg = self.in_flight.pop(key)
+            self.on_result(tune_cfg, self._finish_trial(trial, tune_cfg, outcome))
 
     def object_evaluation(self, tune_cfg: dict[str, str], model: ModelGraph | None = None) -> TrialRecord:
-        """Realize and evaluate one configuration (or return its cached result).
+        """Realize and evaluate one configuration here and now (or return its cached result).
 
         `model` is the walked model the configuration applies to (this strategy's by default).
         """
         key = frozenset_of(tune_cfg)
         if key in self.evaluated:
             return self.evaluated[key]
-        realizer = self.realizer
+        runner = self.runner
         if model is not None and model is not self.graph:
             realizer = AnnotationRealizer(model, self.realizer.calib, self.realizer.batch_size,
                                           self.realizer.q_func)
-        trial = max((r.trial for r in self.history), default=0) + 1
-        config = {u: tune_cfg[u] for u in self.graph.unit_names}
+            runner = TrialRunner(realizer, self.evaluator, model.unit_names)
+        trial = self._begin_trial(tune_cfg)
+        return self._finish_trial(trial, tune_cfg, runner.run(key))
+
+    def _begin_trial(self, tune_cfg: dict[str, str]) -> int:
+        busy = [t for t, _ in self.in_flight.values()]
+        trial = max([r.trial for r in self.history] + busy, default=0) + 1
         if "on_trial_begin" in self.q_hooks:
-            self.q_hooks["on_trial_begin"](trial, config)
-        start = time.perf_counter()
-        record = TrialRecord(trial=trial, config=config)
-        tflite = None
-        try:
-            realization = realizer.realize(key)
-            tflite = realization.tflite_model
-            evaluation = self.evaluator.evaluate(tflite)
-        except Exception as err:  # a failed trial is recorded and the search goes on
-            record.status = STATUS_FAILED
-            record.error = f"{type(err).__name__}: {err}"
-        else:
-            record.accuracy = evaluation.accuracy
-            record.latency_ms = evaluation.latency_ms
-            record.int8_units = sorted(realization.int8_units, key=self.graph.unit_names.index)
-            record.int8_layers = list(realization.int8_layers)
-            record.step_seconds = {**realization.seconds, "evaluate": evaluation.seconds}
+            self.q_hooks["on_trial_begin"](trial, {u: tune_cfg[u] for u in self.graph.unit_names})
+        return trial
+
+    def _finish_trial(self, trial: int, tune_cfg: dict[str, str], outcome: TrialOutcome) -> TrialRecord:
+        """Record a finished trial: score it, append it to history.jsonl, keep the best."""
+        record = TrialRecord(trial=trial, config={u: tune_cfg[u] for u in self.graph.unit_names},
+                             seconds=outcome.seconds)
+        if outcome.ok:
+            record.accuracy = outcome.accuracy
+            record.latency_ms = outcome.latency_ms
+            if outcome.latency_ratio is not None:  # measured beside the fp32 model in a worker
+                record.latency_ms = outcome.latency_ratio * self.baseline.latency_ms
+            record.int8_units = list(outcome.int8_units)
+            record.int8_layers = list(outcome.int8_layers)
+            record.step_seconds = dict(outcome.step_seconds)
             self._score(record)
-        record.seconds = time.perf_counter() - start
+        else:
+            record.status = STATUS_FAILED
+            record.error = outcome.error
         self.history_store.append(record)
         self._remember(record)
-        if tflite is not None and self.best is record:
-            self._best_tflite = (record.trial, tflite)
+        if outcome.ok and self.best is record:
+            self._best_tflite = (record.trial, outcome.tflite_model)
         self._log_trial(record)
         if "on_trial_end" in self.q_hooks:
             self.q_hooks["on_trial_end"](record)
         return record
+
+    def _make_executor(self, float_model: bytes):
+        settings = self.conf.get("tuning.executor")
+        if settings["name"] == "ray":
+            from ..ray_executor import RayExecutor
+
+            return RayExecutor(self, float_model, workers=settings["workers"], address=settings["address"])
+        return LocalExecutor(self.runner)
 
     def calculate_loss(self, acc_diff: float, lat_diff: float, config: Mapping[str, float]) -> float:
         """Neural Compressor's TPE loss: lower is better.
@@ -243,13 +287,13 @@ class TuneStrategy:
         return min(scored, key=lambda r: (r.loss, r.trial), default=None)
 
     def stop(self, timeout: float, trials_count: int) -> bool:
-        """True when the search is over: goal met with timeout 0, `max_trials` evaluations,
-        the whole space evaluated, or the timeout passed."""
+        """True when the search is over: goal met with timeout 0, `max_trials` evaluations
+        (started ones included), the whole space evaluated, or the timeout passed."""
         if timeout == 0 and self.best is not None and self.best.met_criterion:
             return True
         if trials_count >= self.conf.max_trials:
             return True
-        if len(self.evaluated) >= self.space_size:
+        if len(self.evaluated) + len(self.in_flight) >= self.space_size:
             return True
         return timeout > 0 and self.elapsed() >= timeout
 
@@ -264,15 +308,19 @@ class TuneStrategy:
         """A choice over the searched units, with op_wise's fixed units added."""
         return {u: self.fixed.get(u) or search_choice[u] for u in self.graph.unit_names}
 
+    def seen(self, tune_cfg: Mapping[str, str]) -> bool:
+        """Evaluated already, or running now."""
+        key = frozenset_of(tune_cfg)
+        return key in self.evaluated or key in self.in_flight
+
     def _unexplored_config(self) -> dict[str, str]:
         while True:
             choice = {u: self._random.choice((INT8, FP32)) for u in self.search_units}
             config = self.full_config(choice)
-            if frozenset_of(config) not in self.evaluated:
+            if not self.seen(config):
                 return config
 
-    def _evaluate_baseline(self) -> Baseline:
-        float_model = self.realizer.realize_float().tflite_model
+    def _evaluate_baseline(self, float_model: bytes) -> Baseline:
         try:
             evaluation = self.evaluator.evaluate(float_model)
         except (TypeError, ValueError) as err:  # the user's eval_func or data, on the float model
