@@ -14,12 +14,16 @@ digits upsampled to 32x32 -- it measures:
      calibration samples the realizer uses, one sample per step),
    - the all-int8 configuration realized by `AnnotationRealizer(...).realize(graph.unit_names)`;
    accuracy is `TFLiteModel(bytes, num_threads=1).predict(ArrayData([x_test], y_test), 256)`,
-   argmax against the labels;
+   argmax against the labels; also the share of test samples whose top-1 class equals the float
+   TFLite model's, the mean |difference| of the outputs from the float model's, and three more
+   latency runs interleaved across the routes (single runs of tens of microseconds are noisy);
 2. the time of each step of one trial -- `Realization.seconds` (annotate, apply, calibrate, convert,
    inspect) and evaluation (`Evaluator(...).evaluate(bytes).seconds`, plus its split into the
    accuracy pass and the latency benchmark, timed separately) -- for the all-int8 configuration and
-   for a mixed one (every other unit int8). Each configuration is realized once as a warm-up (its
-   numbers are reported as "first") and then 3 more times (the median per step is reported);
+   for a mixed one (every other unit int8), with the Evaluator's own top-1 accuracy beside the
+   argmax accuracy (they differ when an int8 output ties at its maximum). Each configuration is
+   realized once as a warm-up (its numbers are reported as "first") and then 3 more times (the
+   median per step is reported);
 3. on MobileNetV2, the time of `TFLiteConverter.from_keras_model(qmodel).convert()` on the
    quantize-applied, calibrated model, against the concrete-function path (`realize.convert`),
    and whether both give the same outputs.
@@ -109,6 +113,17 @@ def accuracy(tflite: bytes, x, y) -> float:
     return float(np.mean(np.argmax(pred, axis=-1) == y))
 
 
+def outputs(tflite: bytes, x) -> np.ndarray:
+    return TFLiteModel(tflite, num_threads=1).predict(ArrayData([x]), 256)
+
+
+def vs_float(tflite: bytes, x, float_out) -> tuple[float, float]:
+    """Top-1 agreement with the float TFLite model, and mean |output difference|."""
+    out = outputs(tflite, x)
+    return (float(np.mean(np.argmax(out, -1) == np.argmax(float_out, -1))),
+            float(np.mean(np.abs(out - float_out))))
+
+
 def latency(tflite: bytes) -> float:
     return TFLiteModel(tflite, num_threads=1).latency_ms(WARMUP, ITERATIONS)
 
@@ -179,8 +194,12 @@ def time_config(label, realizer, evaluator, units) -> dict:
     rest = [one_trial(realizer, evaluator, units) for _ in range(REPEATS)]
     med = {k: statistics.median(r[k] for r in rest) for k in first if not k.startswith("_")}
     same = all(r["_tflite"] == first["_tflite"] for r in rest)
-    return {"first": first, "median": med, "deterministic": same,
-            "acc": [first["_acc"]] + [r["_acc"] for r in rest],
+    x = evaluator.eval_data.x[0]
+    ref = outputs(first["_tflite"], x)
+    same_out = all(np.array_equal(outputs(r["_tflite"], x), ref) for r in rest)
+    argmax_acc = float(np.mean(np.argmax(ref, -1) == evaluator.eval_data.y))
+    return {"first": first, "median": med, "deterministic": same, "same_outputs": same_out,
+            "acc": [first["_acc"]] + [r["_acc"] for r in rest], "argmax_acc": argmax_acc,
             "lat": statistics.median([first["_lat"]] + [r["_lat"] for r in rest]),
             "units": first["_units"], "tflite": first["_tflite"]}
 
@@ -199,7 +218,9 @@ def bench_model(name, model, calib_x, x_test, y_test, keras_acc, results, notes,
     realizer = R.AnnotationRealizer(graph, ArrayData([calib_x]), batch_size=32)
     evaluator = Evaluator(make_metric("topk", 1), ArrayData([x_test], y_test), batch_size=256,
                           warmup=WARMUP, iterations=ITERATIONS, num_threads=1)
-    res = {"name": name, "units": len(units), "keras_acc": keras_acc, "routes": {}, "trials": {}}
+    checksum = float(sum(np.abs(w).sum() for w in model.get_weights()))
+    res = {"name": name, "units": len(units), "keras_acc": keras_acc, "routes": {}, "trials": {},
+           "checksum": checksum}
     results.append(res)
 
     def route(label, make):
@@ -220,29 +241,51 @@ def bench_model(name, model, calib_x, x_test, y_test, keras_acc, results, notes,
 
     route("float TFLite", float_route)
     route("converter PTQ full-int8", lambda: ptq(model, calib_x))
+    float_out = outputs(res["routes"]["float TFLite"]["tflite"], x_test) \
+        if "tflite" in res["routes"]["float TFLite"] else None
 
     for label, cfg in (("all-int8", units), (f"mixed ({len(mixed)}/{len(units)} int8)", mixed)):
         try:
             t = time_config(label, realizer, evaluator, cfg)
             res["trials"][label] = t
             got, want = t["units"], frozenset(cfg)
-            log(f"{name}: {label}: acc {t['acc'][0]:.4f}, {len(got)} of {len(want)} requested units int8, "
-                f"deterministic bytes across repeats: {t['deterministic']}")
+            log(f"{name}: {label}: acc {t['argmax_acc']:.4f} (Evaluator: {t['acc'][0]:.4f}), {len(got)} of {len(want)} requested units int8, "
+                f"identical bytes across repeats: {t['deterministic']}, identical outputs: {t['same_outputs']}")
             if got != want:
                 notes.append(f"{name}: {label}: realized int8 units differ from the request: "
                              f"missing {sorted(want - got)}, extra {sorted(got - want)}")
             if len(set(t["acc"])) > 1:
-                notes.append(f"{name}: {label}: accuracy differs across repeats: {t['acc']}")
+                notes.append(f"{name}: {label}: Evaluator accuracy differs across repeats: {t['acc']}")
+            if t["acc"][0] != t["argmax_acc"]:
+                notes.append(f"{name}: {label}: Evaluator top-1 {t['acc'][0]:.4f} != argmax accuracy "
+                             f"{t['argmax_acc']:.4f} of the same outputs (tie at the max broken differently)")
             if not t["deterministic"]:
-                notes.append(f"{name}: {label}: TFLite bytes differ across repeats")
+                notes.append(f"{name}: {label}: TFLite bytes differ across the 4 realizations; test-set outputs "
+                             + ("bit-identical" if t["same_outputs"] else "DIFFER"))
             if label == "all-int8":
                 res["routes"]["tuner all-int8 (realize)"] = {
-                    "acc": t["acc"][0], "lat": latency(t["tflite"]), "secs": t["median"]["realize"],
+                    "acc": t["argmax_acc"], "lat": latency(t["tflite"]), "secs": t["median"]["realize"],
                     "ops": op_summary(t["tflite"]), "tflite": t["tflite"]}
+            t["out"] = outputs(t["tflite"], x_test)
         except Exception as err:  # noqa: BLE001
             res["trials"][label] = {"error": err}
             notes.append(f"{name}: realize({label}) FAILED: {type(err).__name__}: {err}\n{excerpt(err)}")
             log(f"{name}: realize({label}) FAILED: {type(err).__name__}: {err}")
+
+    # Latency again, 3 interleaved rounds: single measurements of tens of microseconds are noisy.
+    made = [r for r in res["routes"].values() if "tflite" in r]
+    for r in made:
+        r["lat_rounds"] = []
+    for _ in range(3):
+        for r in made:
+            r["lat_rounds"].append(latency(r["tflite"]))
+    if float_out is not None:
+        for r in made:
+            r["agree"], r["dp"] = vs_float(r["tflite"], x_test, float_out)
+        for t in res["trials"].values():
+            if "out" in t:
+                t["agree"] = float(np.mean(np.argmax(t["out"], -1) == np.argmax(float_out, -1)))
+                t["dp"] = float(np.mean(np.abs(t["out"] - float_out)))
 
     ptq_r = res["routes"].get("converter PTQ full-int8", {})
     ours = res["routes"].get("tuner all-int8 (realize)", {})
@@ -266,8 +309,10 @@ def bench_model(name, model, calib_x, x_test, y_test, keras_acc, results, notes,
             fast_secs = time.perf_counter() - start
             p_slow = TFLiteModel(slow).predict(ArrayData([x_test]), 256)
             p_fast = TFLiteModel(fast).predict(ArrayData([x_test]), 256)
+            realized = res["trials"].get("all-int8", {}).get("out")
             res["from_keras"] = {
                 "slow": slow_secs, "fast": fast_secs, "same_bytes": slow == fast,
+                "vs_realize": float("nan") if realized is None else float(np.max(np.abs(p_fast - realized))),
                 "max_diff": float(np.max(np.abs(p_slow - p_fast))),
                 "acc_slow": float(np.mean(np.argmax(p_slow, -1) == y_test)),
                 "acc_fast": float(np.mean(np.argmax(p_fast, -1) == y_test))}
@@ -299,18 +344,26 @@ def report(results, notes, total):
         for label in ("float TFLite", "converter PTQ full-int8", "tuner all-int8 (realize)"):
             r = res["routes"].get(label)
             if r is None:
-                rows.append([res["name"], label, "-", "-", "-", "-"])
+                rows.append([res["name"], label] + ["-"] * 7)
             elif "error" in r:
-                rows.append([res["name"], label, "ERROR", "-", "-", type(r["error"]).__name__])
+                rows.append([res["name"], label, "ERROR"] + ["-"] * 5 + [type(r["error"]).__name__])
             else:
-                rows.append([res["name"], label, f"{100 * r['acc']:.2f}", f"{r['lat']:.4f}",
+                rounds = r.get("lat_rounds") or [float("nan")]
+                rows.append([res["name"], label, f"{100 * r['acc']:.2f}",
+                             f"{100 * r.get('agree', float('nan')):.2f}", f"{r.get('dp', float('nan')):.5f}",
+                             f"{r['lat']:.4f}", f"{min(rounds):.4f}-{max(rounds):.4f}",
                              f"{r['secs']:.2f}", r["ops"]])
     print("\nAccuracy (test, %) and latency (ms, median of 300 invokes, batch 1, 1 thread)")
     print("(make s: float = concrete-function convert; PTQ = from_keras_model convert incl. calibration;"
           " all-int8 = median realize())")
-    print(table(["model", "route", "acc %", "latency ms", "make s", "TFLite ops"], rows))
+    print(table(["model", "route", "acc %", "top1 = float %", "mean |dp|", "latency ms", "3 more runs ms",
+                 "make s", "TFLite ops"], rows))
+    print("  top1 = float: test samples whose top-1 class equals the float TFLite model's; mean |dp|: mean absolute"
+          " difference of the softmax outputs from the float TFLite model's;\n  3 more runs: min-max of three more"
+          " latency_ms(20, 300), interleaved across the routes of the model")
     for res in results:
-        print(f"  {res['name']}: {res['units']} units, Keras float test accuracy {100 * res['keras_acc']:.2f} %")
+        print(f"  {res['name']}: {res['units']} units, Keras float test accuracy {100 * res['keras_acc']:.2f} %, "
+              f"sum |weights| {res['checksum']:.6f}")
 
     print("\nOne trial, seconds per step (first = first realization of that configuration, incl. warm-up;"
           f" median = median of the {REPEATS} following ones)")
@@ -331,10 +384,12 @@ def report(results, notes, total):
     for res in results:
         for label, t in res["trials"].items():
             if "error" not in t:
-                rows.append([res["name"], label, f"{100 * t['acc'][0]:.2f}", f"{t['lat']:.4f}",
-                             f"{len(t['units'])}/{res['units']}", op_summary(t["tflite"])])
+                rows.append([res["name"], label, f"{100 * t['argmax_acc']:.2f}", f"{100 * t['acc'][0]:.2f}",
+                             f"{100 * t.get('agree', float('nan')):.2f}", f"{t.get('dp', float('nan')):.5f}",
+                             f"{t['lat']:.4f}", f"{len(t['units'])}/{res['units']}", op_summary(t["tflite"])])
     print("\nTrial configurations: accuracy, latency (median over the 4 realizations' Evaluator runs)")
-    print(table(["model", "config", "acc %", "latency ms", "int8 units", "TFLite ops"], rows))
+    print(table(["model", "config", "acc % (argmax)", "Evaluator acc %", "top1 = float %", "mean |dp|", "latency ms", "int8 units",
+                 "TFLite ops"], rows))
 
     for res in results:
         fk = res.get("from_keras")
@@ -347,18 +402,24 @@ def report(results, notes, total):
         print(table(["conversion path", "seconds", "acc %"], [
             ["TFLiteConverter.from_keras_model(qmodel).convert()", f"{fk['slow']:.2f}", f"{100 * fk['acc_slow']:.2f}"],
             ["realize.convert (concrete function)", f"{fk['fast']:.2f}", f"{100 * fk['acc_fast']:.2f}"]]))
-        print(f"  identical bytes: {fk['same_bytes']}; max |output difference| on the test set: {fk['max_diff']:.3g}")
+        print(f"  identical bytes: {fk['same_bytes']}; max |output difference| on the test set: {fk['max_diff']:.3g}; "
+              f"max |difference| of this rebuilt model (concrete path) vs the realize() all-int8 model: "
+              f"{fk['vs_realize']:.3g}")
 
     print("\nNotes:")
     for n in notes or ["none"]:
         print("  - " + n)
-    print(f"\nTotal runtime: {total:.1f} s")
+    cpu = sum(os.times()[:4])
+    print(f"\nTotal runtime: {total:.1f} s wall, {cpu:.1f} s CPU of this process; "
+          f"load average at the end {os.getloadavg()[0]:.2f} (1 min), {os.getloadavg()[2]:.2f} (15 min) "
+          f"on {os.cpu_count()} CPUs -- times are inflated if other processes shared the machine")
 
 
 def main() -> int:
     cmd = " ".join(shlex.quote(a) for a in ["python"] + sys.argv)
     print(f"$ cd {shlex.quote(os.getcwd())} && {cmd}   (interpreter: {sys.executable})", flush=True)
-    print(f"tensorflow {tf.__version__}, tf_keras {keras.__version__}, {os.cpu_count()} CPUs", flush=True)
+    print(f"tensorflow {tf.__version__}, tf_keras {keras.__version__}, {os.cpu_count()} CPUs, "
+          f"load average at start {os.getloadavg()[0]:.2f}", flush=True)
     results, notes = [], []
 
     log("training the demo CNN (15 epochs, batch 32, adam)")

@@ -2,16 +2,35 @@
 
     import tf_tpe_tuner
     result = tf_tpe_tuner.tune(model, "conf.yaml", calib_x, eval_data=(x, y), output_dir="out")
+
+Importing the package selects Keras 2 for TensorFlow (TF_USE_LEGACY_KERAS=1) but does not
+import TensorFlow itself: the names below load on first use, so the command line can refuse a
+bad flag before paying for TensorFlow.
 """
+import importlib
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
 __version__ = "0.1.0"
 
-from . import _tf  # noqa: F401  (selects Keras 2 before anything imports TensorFlow)
-from .api import tune
-from .conf import Conf
-from .errors import ModelNotSupportedError, TunerInputError, TuningInterrupted
-from .evaluate import TFLiteModel
-from .strategy import TpeTuneStrategy, TuneStrategy, TuningResult
-from .walker import walk
+_EXPORTS = {
+    "tune": ".api",
+    "Conf": ".conf",
+    "ModelNotSupportedError": ".errors",
+    "TunerInputError": ".errors",
+    "TuningInterrupted": ".errors",
+    "TFLiteModel": ".evaluate",
+    "TpeTuneStrategy": ".strategy",
+    "TuneStrategy": ".strategy",
+    "TuningResult": ".strategy",
+    "walk": ".walker",
+}
 
-__all__ = ["Conf", "ModelNotSupportedError", "TFLiteModel", "TpeTuneStrategy", "TuneStrategy",
-           "TunerInputError", "TuningInterrupted", "TuningResult", "tune", "walk"]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'tf_tpe_tuner' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name], __name__), name)

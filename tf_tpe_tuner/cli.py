@@ -5,6 +5,7 @@ written), 2 bad input (flags, conf, files, model, data), 3 an internal error.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -57,19 +58,41 @@ def check_flags() -> None:
         fail("--model is required (a .keras or .h5 file or a SavedModel directory)")
     needed = [("model", FLAGS.model), ("conf", FLAGS.conf)]
     if not FLAGS.dry_run:
-        for name in ("calib_data", "eval_data"):
-            if not getattr(FLAGS, name):
-                fail(f"--{name} is required (an .npz file)")
         needed += [("calib_data", FLAGS.calib_data), ("eval_data", FLAGS.eval_data)]
     for name, path in needed:
+        if name in ("calib_data", "eval_data") and not path:
+            fail(f"--{name} is required (an .npz file)")
         if path and not os.path.exists(path):
             fail(f"--{name} file {path} does not exist")
 
 
-def _log_to_stdout() -> None:
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """TensorFlow's C++ libraries log to file descriptor 2 when they load and when they first
+    look for devices (oneDNN, CUDA); no environment variable stops that. Python errors raised
+    meanwhile still propagate and are printed after the descriptor is restored."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _load_tensorflow() -> None:
     from absl import logging as absl_logging
 
+    with _native_stderr_silenced():
+        from ._tf import tf
+
+        tf.config.list_physical_devices()
     absl_logging.set_verbosity(absl_logging.WARNING)  # the converter's chatter
+
+
+def _log_to_stdout() -> None:
     log = logging.getLogger("tf_tpe_tuner")
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -103,6 +126,7 @@ def main(argv: list[str]) -> int:
 
 
 def _run() -> int:
+    _load_tensorflow()
     from .api import tune
     from .conf import Conf
     from .model_io import load_keras_model
@@ -130,7 +154,7 @@ def _run() -> int:
         print(f"every trial failed; see {os.path.join(out, 'history.jsonl')}")
         return EXIT_NOT_MET
     print(f"best: trial {result.best_trial}, {len(result.int8_units)}/{len(result.config)} units int8, "
-          f"accuracy {result.accuracy:.4f} (fp32 {result.baseline.accuracy:.4f}), "
+          f"accuracy {result.accuracy:.6g} (fp32 {result.baseline.accuracy:.6g}), "
           f"latency {result.latency_ms:.4f} ms (fp32 {result.baseline.latency_ms:.4f} ms, "
           f"{result.speedup:.2f}x), {'meets' if result.met_criterion else 'does NOT meet'} the criterion")
     print(f"wrote {os.path.join(out, 'best_model.tflite')}, best_config.yaml, summary.json, history.jsonl")

@@ -1,0 +1,310 @@
+"""The real command line (`python -m tf_tpe_tuner`) in subprocesses, on the CNN from conftest.
+
+Every subprocess pays for a TensorFlow import (~6 s), so all the runs this module needs are
+started once, a few at a time, by the module-scoped `runs` fixture; each test then only looks
+at the result of its own run (exit status, stdout, stderr, and the files in its working dir).
+Selecting a single test still starts all 13 runs. Even so the module takes well over 90 s
+(13 TensorFlow imports, ~110 s of CPU in all), hence `slow`.
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import FAST_PERF
+
+pytestmark = pytest.mark.slow
+
+UNITS = ["conv1", "conv2", "conv3", "fc1", "logits"]
+RESULT_FILES = ["best_model.tflite", "best_config.yaml", "summary.json", "history.jsonl"]
+HISTORY_KEYS = {"trial", "config", "accuracy", "latency_ms", "loss", "status", "seconds", "int8_units"}
+SUMMARY_KEYS = {"fp32_accuracy", "fp32_latency_ms", "best_accuracy", "best_latency_ms", "met_criterion",
+                "trials", "quantized_layers", "fp32_layers", "seed", "elapsed_s"}
+
+# What TensorFlow's native libraries print on import, before absl logging is initialised;
+# no environment variable (TF_CPP_MIN_LOG_LEVEL included) silences it. Not ours: filtered out.
+TF_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|[IWEF]\d{4} [\d:.]+\s+\d+ [\w./-]+:\d+\] .*"
+    r"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.)$")
+
+
+@dataclass
+class Run:
+    args: list
+    cwd: Path
+    returncode: int
+    stdout: str
+    stderr: str
+    before: dict  # the working directory's files before the run: {relative path: bytes}
+
+    @property
+    def out(self) -> Path:
+        return self.cwd / "out"
+
+    def error_lines(self) -> list:
+        """stderr without TensorFlow's import chatter."""
+        return [line for line in self.stderr.splitlines() if line.strip() and not TF_NOISE.match(line)]
+
+    def __str__(self) -> str:
+        return (f"command: {' '.join(map(str, self.args))}\ncwd: {self.cwd}\nexit: {self.returncode}\n"
+                f"--- stdout ---\n{self.stdout}--- stderr ---\n{self.stderr}")
+
+
+def snapshot(root: Path) -> dict:
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
+            for p in sorted(root.rglob("*"))}
+
+
+def write_conf(path: Path, extra: dict | None = None) -> Path:
+    conf = {"evaluation": {"performance": dict(FAST_PERF)}}
+    for section, body in (extra or {}).items():
+        if isinstance(body, dict) and isinstance(conf.get(section), dict):
+            conf[section] = {**conf[section], **body}
+        else:
+            conf[section] = body
+    path.write_text(yaml.safe_dump(conf))
+    return path
+
+
+def build_cases(cnn, cnn_files: Path, root: Path) -> dict:
+    """{name: (working dir, arguments)}; each case gets its own, otherwise empty, working dir."""
+    model, calib, evald = (str(cnn_files / n) for n in ("model.keras", "calib.npz", "eval.npz"))
+    cases = {}
+
+    def case(name, *args, model_arg=model, conf=None, calib_arg=calib, eval_arg=evald, output="out"):
+        cwd = root / name
+        cwd.mkdir()
+        conf_path = conf(cwd) if callable(conf) else (conf or write_conf(cwd / "conf.yaml"))
+        full = []
+        if model_arg is not None:
+            full.append(f"--model={model_arg(cwd) if callable(model_arg) else model_arg}")
+        full += [f"--conf={conf_path}",
+                 f"--calib_data={calib_arg(cwd) if callable(calib_arg) else calib_arg}",
+                 f"--eval_data={eval_arg(cwd) if callable(eval_arg) else eval_arg}",
+                 f"--output_dir={output}", *args]
+        cases[name] = (cwd, full)
+
+    # -- runs that tune ----------------------------------------------------------------
+    case("tune", "--max_trials=3", "--timeout=600")
+
+    # Exit 1. On this CNN the all-int8 model (trial 1) classifies exactly as well as fp32
+    # (both 0.9837 top-1 on eval.npz), so no top-1 criterion, not even `absolute: 0.0`, is
+    # reliably missed (and `higher_is_better: false` only misses if int8 happens to be *more*
+    # accurate). Instead the "accuracy" is the MSE against the Keras model's own predictions:
+    # the fp32 TFLite model reproduces them up to float round-off (MSE ~3e-15), while int8
+    # weights and activations cannot (MSE ~4e-6), so with `absolute: 0.0` (tolerance 1e-12 in
+    # the tuner) trial 1 misses by six orders of magnitude, deterministically.
+    def self_labelled_eval(cwd):
+        e = np.load(cnn_files / "eval.npz")
+        np.savez(cwd / "eval_self.npz", x=e["x"], y=cnn.predict(e["x"], verbose=0))
+        return cwd / "eval_self.npz"
+
+    case("miss", "--max_trials=1",
+         conf=lambda cwd: write_conf(cwd / "conf.yaml", {
+             "evaluation": {"accuracy": {"metric": {"MSE": {}}}},
+             "tuning": {"accuracy_criterion": {"absolute": 0.0}}}),
+         eval_arg=self_labelled_eval)
+
+    cwd = root / "dry_run"
+    cwd.mkdir()
+    cases["dry_run"] = (cwd, [f"--model={model}", "--dry_run", "--output_dir=out"])
+
+    # -- bad input: exit 2 -------------------------------------------------------------
+    case("missing_model", model_arg=None)
+    case("model_not_found", model_arg=lambda cwd: cwd / "nope.keras")
+    case("bogus_flag", "--max_trials=zero")
+    case("unknown_conf_key", conf=lambda cwd: write_conf(
+        cwd / "conf.yaml", {"tuning": {"exit_policy": {"max_trial": 3}}}))
+    case("conf_missing", conf=lambda cwd: cwd / "nope.yaml")
+
+    def calib_without_x(cwd):
+        np.savez(cwd / "calib.npz", images=np.load(cnn_files / "calib.npz")["x"])
+        return cwd / "calib.npz"
+
+    case("calib_without_x", calib_arg=calib_without_x)
+
+    def calib_wrong_shape(cwd):
+        np.savez(cwd / "calib.npz", x=np.random.RandomState(0).rand(10, 4, 4, 1).astype("float32"))
+        return cwd / "calib.npz"
+
+    case("calib_wrong_shape", calib_arg=calib_wrong_shape)
+    case("op_wise_unknown_unit", conf=lambda cwd: write_conf(
+        cwd / "conf.yaml", {"quantization": {"op_wise": {"conv9": {"activation": {"dtype": ["fp32"]}}}}}))
+
+    def with_old_results(cwd):
+        (cwd / "out").mkdir()
+        for name in RESULT_FILES:
+            (cwd / "out" / name).write_text(f"old {name}\n")
+        return write_conf(cwd / "conf.yaml")
+
+    case("existing_results", conf=with_old_results)
+
+    def txt_model(cwd):
+        (cwd / "model.txt").write_text("not a model\n")
+        return cwd / "model.txt"
+
+    case("txt_model", model_arg=txt_model)
+    return cases
+
+
+def run_cli(cwd: Path, args: list) -> Run:
+    before = snapshot(cwd)
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1"}
+    full = [sys.executable, "-m", "tf_tpe_tuner", *map(str, args)]
+    proc = subprocess.run(full, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    return Run(full, cwd, proc.returncode, proc.stdout, proc.stderr, before)
+
+
+@pytest.fixture(scope="module")
+def runs(cnn, cnn_files, tmp_path_factory):
+    """Every command line this module checks, run a few at a time (the slowest first)."""
+    cases = build_cases(cnn, cnn_files, tmp_path_factory.mktemp("cli"))
+    workers = max(2, min(4, (os.cpu_count() or 2) + 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {name: pool.submit(run_cli, cwd, args) for name, (cwd, args) in cases.items()}
+        return {name: f.result() for name, f in futures.items()}
+
+
+def read_results(out: Path):
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    summary = json.loads((out / "summary.json").read_text())
+    config = yaml.safe_load((out / "best_config.yaml").read_text())
+    return history, summary, config
+
+
+def tflite_accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=1)
+    inp = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(inp["index"], list(x.shape))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
+    interpreter.invoke()
+    pred = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    return float(np.mean(np.argmax(pred, axis=-1) == y))
+
+
+# -- a run that meets the criterion: exit 0 ----------------------------------------------------
+def test_tune_meets_criterion_and_writes_results(runs, cnn_files):
+    run = runs["tune"]
+    assert run.returncode == 0, run
+    assert "Traceback" not in run.stderr, run
+    assert sorted(p.name for p in run.out.iterdir()) == sorted(RESULT_FILES), run
+    history, summary, config = read_results(run.out)
+
+    e = np.load(cnn_files / "eval.npz")
+    assert tflite_accuracy(run.out / "best_model.tflite", e["x"], e["y"]) > 0.9
+
+    assert set(config["units"]) == set(UNITS)
+    assert set(config["units"].values()) <= {"int8", "fp32"}
+    assert isinstance(config["realization"], dict) and config["realization"]
+
+    assert len(history) == 3
+    for i, record in enumerate(history, 1):
+        assert HISTORY_KEYS <= set(record), record
+        assert record["trial"] == i and record["status"] == "ok", record
+        assert set(record["config"]) == set(UNITS)
+        assert isinstance(record["accuracy"], float) and record["latency_ms"] > 0
+        assert isinstance(record["loss"], float) and record["seconds"] > 0
+        assert set(record["int8_units"]) <= set(UNITS)
+    assert history[0]["config"] == {u: "int8" for u in UNITS}  # TPE starts all-int8
+
+    assert SUMMARY_KEYS <= set(summary), summary
+    assert summary["trials"] == 3
+    assert summary["met_criterion"] is True
+    assert summary["best_accuracy"] >= summary["fp32_accuracy"] * 0.99
+    assert summary["fp32_latency_ms"] > 0 and summary["best_latency_ms"] > 0
+    assert summary["seed"] == 1978 and summary["elapsed_s"] > 0
+    best = history[summary["best_trial"] - 1]
+    assert config["units"] == best["config"]
+    assert summary["best_accuracy"] == best["accuracy"]
+    assert set(summary["quantized_layers"]).isdisjoint(summary["fp32_layers"])
+    assert set(best["int8_units"]) <= set(summary["quantized_layers"])
+
+    trial_lines = [line for line in run.stdout.splitlines() if line.startswith("trial ")]
+    assert len(trial_lines) == 3, run
+    assert [line.split()[1] for line in trial_lines] == ["1", "2", "3"]
+
+
+# -- a run that cannot meet the criterion: exit 1, best attempt still written ----------------
+def test_missed_criterion_exits_1_and_still_writes_best(runs):
+    run = runs["miss"]
+    assert run.returncode == 1, run
+    assert "Traceback" not in run.stderr, run
+    assert (run.out / "best_model.tflite").stat().st_size > 0
+    history, summary, config = read_results(run.out)
+    assert summary["met_criterion"] is False
+    assert summary["trials"] == 1 and len(history) == 1
+    assert history[0]["config"] == {u: "int8" for u in UNITS}
+    assert history[0]["met_criterion"] is False
+    # the premise of the criterion: fp32 reproduces Keras, int8 does not
+    assert summary["fp32_accuracy"] < 1e-9 < summary["best_accuracy"]
+    assert config["met_criterion"] is False
+    assert "does NOT meet" in run.stdout, run
+
+
+# -- --dry_run ----------------------------------------------------------------------------------
+def test_dry_run_lists_units_and_float_layers(runs):
+    run = runs["dry_run"]
+    assert run.returncode == 0, run
+    lines = run.stdout.splitlines()
+    split = next(i for i, line in enumerate(lines) if "not units" in line)
+    units = [line.split()[0] for line in lines[1:split]]
+    assert units == UNITS, run
+    floats = {line.split()[0]: line for line in lines[split + 1:]}
+    assert set(floats) == {"pool", "flatten"}, run
+    assert re.match(r"^\s*pool\s+MaxPooling2D\s+\S.*", floats["pool"]), run   # with a reason
+    assert re.match(r"^\s*flatten\s+Flatten\s+\S.*", floats["flatten"]), run
+    assert snapshot(run.cwd) == run.before  # wrote nothing (no out/, no tpe_workspace/)
+
+
+# -- bad input: exit 2, one line on stderr, nothing written -----------------------------------
+BAD_INPUT = {
+    # case: words the error line must contain
+    "missing_model": ["--model", "required"],
+    "model_not_found": ["--model", "nope.keras", "does not exist"],
+    "bogus_flag": ["max_trials", "zero"],
+    "unknown_conf_key": ["unknown key tuning.exit_policy.max_trial ",
+                         "did you mean tuning.exit_policy.max_trials"],
+    "conf_missing": ["conf", "nope.yaml", "does not exist"],
+    "calib_without_x": ["calibration data", "no array named x", "images"],
+    "calib_wrong_shape": ["calibration data", "(4, 4, 1)", "(N, 8, 8, 1)"],
+    "op_wise_unknown_unit": ["op_wise", "conv9", "matches no unit"],
+    "existing_results": ["already holds results", "--overwrite"],
+    "txt_model": ["model.txt", ".keras"],
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_input_exits_2_with_one_error_line(runs, case):
+    run = runs[case]
+    assert run.returncode == 2, run
+    assert "Traceback" not in run.stderr, run
+    errors = run.error_lines()
+    assert len(errors) == 1, run
+    assert errors[0].startswith("tf-tpe-tune: error: "), run
+    for word in BAD_INPUT[case]:
+        assert word in errors[0], f"{word!r} not in the error line\n{run}"
+    assert "trial " not in run.stdout, run
+    # nothing created or changed: no out/ (or, for existing_results, the old files untouched)
+    assert snapshot(run.cwd) == run.before, run
+    if case != "existing_results":
+        assert not run.out.exists()
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUT))
+def test_bad_input_prints_nothing_but_the_error_line(runs, case):
+    """Not even TensorFlow's native start-up log lines: the CLI silences them."""
+    run = runs[case]
+    assert run.returncode == 2, run
+    assert len(run.stderr.splitlines()) == 1, run
