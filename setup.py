@@ -14,5 +14,6 @@ setup(
     python_requires=">=3.10",
     install_requires=requirements(),
     extras_require={"ray": ["ray==2.60.0"]},
-    entry_points={"console_scripts": ["tf-tpe-tune=tf_tpe_tuner.cli:run"]},
+    entry_points={"console_scripts": ["tf-tpe-tune=tf_tpe_tuner.cli:run",
+                                      "tf-tpe-export=tf_tpe_tuner.export_cli:run"]},
 )

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from conftest import FAST_PERF
+from tf_tpe_tuner._tf import keras
 
 pytestmark = pytest.mark.slow
 
@@ -153,6 +154,57 @@ def build_cases(cnn, cnn_files: Path, root: Path) -> dict:
         return cwd / "model.txt"
 
     case("txt_model", model_arg=txt_model)
+
+    def conf_text(text):
+        def write(cwd):
+            (cwd / "conf.yaml").write_text(text)
+            return cwd / "conf.yaml"
+        return write
+
+    case("yaml_syntax", conf=conf_text("tuning:\n  exit_policy:\n    max_trials: [1\n"))
+    case("wrong_type", conf=conf_text("tuning:\n  exit_policy:\n    max_trials: ten\n"))
+    case("both_criteria", conf=conf_text(
+        "tuning:\n  accuracy_criterion:\n    relative: 0.01\n    absolute: 0.01\n"))
+    case("negative_timeout", conf=conf_text("tuning:\n  exit_policy:\n    timeout: -5\n"))
+    case("zero_max_trials_flag", "--max_trials=0")
+
+    def subclassed_model(cwd):
+        class Net(keras.Model):
+            def __init__(self):
+                super().__init__()
+                self.dense = keras.layers.Dense(10)
+
+            def call(self, x):
+                return self.dense(keras.layers.Flatten()(x))
+
+        net = Net()
+        net(np.zeros((1, 8, 8, 1), "float32"))
+        net.save(str(cwd / "subclassed"))  # a SavedModel directory
+        return cwd / "subclassed"
+
+    case("subclassed_model", model_arg=subclassed_model)
+
+    def no_quantizable_layer(cwd):
+        inputs = keras.Input((8, 8, 1))
+        keras.Model(inputs, keras.layers.LayerNormalization()(inputs)).save(cwd / "ln.keras")
+        return cwd / "ln.keras"
+
+    case("no_quantizable_layer", model_arg=no_quantizable_layer)
+
+    def keras3_model(cwd):
+        import keras as keras3
+        model = keras3.Sequential([keras3.Input((8, 8, 1)), keras3.layers.Flatten(), keras3.layers.Dense(10)])
+        model.save(cwd / "k3.keras")
+        return cwd / "k3.keras"
+
+    case("keras3_model", model_arg=keras3_model)
+
+    def labels_out_of_range(cwd):
+        e = np.load(cnn_files / "eval.npz")
+        np.savez(cwd / "eval.npz", x=e["x"], y=e["y"] + 5)
+        return cwd / "eval.npz"
+
+    case("eval_labels_mismatch", eval_arg=labels_out_of_range)
     return cases
 
 
@@ -282,6 +334,15 @@ BAD_INPUT = {
     "op_wise_unknown_unit": ["op_wise", "conv9", "matches no unit"],
     "existing_results": ["already holds results", "--overwrite"],
     "txt_model": ["model.txt", ".keras"],
+    "yaml_syntax": ["yaml syntax error", "line 3"],
+    "wrong_type": ["tuning.exit_policy.max_trials", "whole number", "ten"],
+    "both_criteria": ["tuning.accuracy_criterion", "exactly one of relative or absolute"],
+    "negative_timeout": ["tuning.exit_policy.timeout", ">= 0", "-5"],
+    "zero_max_trials_flag": ["max_trials", "0"],
+    "subclassed_model": ["subclassed", "Functional"],
+    "no_quantizable_layer": ["nothing to tune"],
+    "keras3_model": ["Keras 3", "tf_keras"],
+    "eval_labels_mismatch": ["evaluation labels", "10 outputs"],
 }
 
 

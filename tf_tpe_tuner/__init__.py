@@ -21,6 +21,7 @@ _EXPORTS = {
     "TunerInputError": ".errors",
     "TuningInterrupted": ".errors",
     "TFLiteModel": ".evaluate",
+    "TpeTuningCallback": ".callback",
     "TpeTuneStrategy": ".strategy",
     "TuneStrategy": ".strategy",
     "TuningResult": ".strategy",

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
+from . import progress as progress_mod
+from . import report as report_mod
 from .conf import Conf
 from .errors import TunerInputError, TuningInterrupted
 from .export import RESULT_FILES, write_result
@@ -14,7 +16,9 @@ from .strategy import STRATEGIES, TuningResult
 def tune(model, conf: "Conf | str | dict | None", calib_data: Any, eval_data: Any = None,
          eval_func: Callable | None = None, output_dir: str | None = None, *,
          q_func: Callable | None = None, q_hooks: dict | None = None,
-         overwrite: bool = False, resume: "bool | str" = False) -> TuningResult:
+         overwrite: bool = False, resume: "bool | str" = False, test_data: Any = None,
+         latency_func: Callable[[bytes], float] | None = None, progress: str = "quiet",
+         report: bool = True) -> TuningResult:
     """Tune `model` and write the best TFLite model, its config, the history and a summary.
 
     Args:
@@ -28,6 +32,12 @@ def tune(model, conf: "Conf | str | dict | None", calib_data: Any, eval_data: An
         overwrite: replace results already in output_dir (otherwise they are refused).
         resume: continue the run recorded in output_dir (True) or in another directory (its
             path; also `tuning.workspace.resume`): its trials are kept, not evaluated again.
+        test_data: held-apart labelled data on which the final and the float model are
+            reported (report.md/json): the best of many trials flatters itself on eval_data.
+        latency_func: f(tflite_bytes) -> seconds, replaces the built-in latency benchmark
+            (for users who measure on their deployment device).
+        progress: "quiet", "log" (a line per trial), "bar" (tqdm) or "auto".
+        report: write report.md, report.json and pareto.png.
     Returns:
         The `TuningResult` (best TFLite bytes, configuration, accuracy, latency, history).
     Raises:
@@ -45,6 +55,9 @@ def tune(model, conf: "Conf | str | dict | None", calib_data: Any, eval_data: An
     strategy_cls = STRATEGIES[conf.get("tuning.strategy.name")]
     strategy = strategy_cls(model, conf, calib_data, q_func=q_func, eval_dataloader=eval_data,
                             eval_func=eval_func, q_hooks=q_hooks, dicts={"history": resumed})
+    test = report_mod.load_test_data(test_data, strategy.graph)  # refused now, not after the search
+    if latency_func is not None:
+        strategy.evaluator.latency_func = latency_func
     unknown = {u for r in resumed for u in r.config} - set(strategy.graph.unit_names)
     if unknown:
         raise TunerInputError(
@@ -54,8 +67,13 @@ def tune(model, conf: "Conf | str | dict | None", calib_data: Any, eval_data: An
         os.unlink(path)
     if resume_dir and not _same_dir(resume_dir, output_dir):
         strategy.history_store.write_all(resumed)  # the new directory holds the whole run
-    result = strategy.traverse()
+    with progress_mod.attach(strategy, progress):
+        result = strategy.traverse()
     write_result(result, output_dir)
+    if report:
+        result.report = report_mod.write_report(
+            result, strategy.graph, output_dir, strategy.realizer.calib, conf=strategy.conf,
+            test_data=test, sensitivity=not result.interrupted)
     if result.interrupted:
         raise TuningInterrupted(result)
     return result
@@ -77,7 +95,7 @@ def _existing_results(output_dir: str, overwrite: bool) -> list[str]:
     """Result files already in output_dir; refused unless `overwrite`."""
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise TunerInputError(f"output directory {output_dir} is a file")
-    existing = [os.path.join(output_dir, f) for f in RESULT_FILES
+    existing = [os.path.join(output_dir, f) for f in RESULT_FILES + report_mod.REPORT_FILES
                 if os.path.exists(os.path.join(output_dir, f))]
     if existing and not overwrite:
         names = ", ".join(os.path.basename(p) for p in existing)

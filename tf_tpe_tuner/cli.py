@@ -6,7 +6,6 @@ written), 2 bad input (flags, conf, files, model, data), 3 an internal error.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sys
 import traceback
@@ -28,6 +27,11 @@ flags.DEFINE_enum("executor", None, ["local", "ray"], "Overrides tuning.executor
                   "here, or on Ray workers.")
 flags.DEFINE_integer("workers", None, "Overrides tuning.executor.workers (trials in flight).", lower_bound=1)
 flags.DEFINE_string("ray_address", None, "Overrides tuning.executor.address: join this Ray cluster.")
+flags.DEFINE_string("test_data", None, ".npz with x and y held apart from --eval_data: the final "
+                    "and the float model are reported on it.")
+flags.DEFINE_enum("progress", "auto", ["auto", "bar", "log", "quiet"], "Progress: a tqdm bar, one "
+                  "line per trial, or nothing (auto: bar on a terminal, lines otherwise).")
+flags.DEFINE_boolean("quiet", False, "Only the final result and errors (same as --progress=quiet).")
 flags.DEFINE_boolean("dry_run", False, "Print the quantizable units and why other layers stay float, then exit.")
 flags.DEFINE_boolean("overwrite", False, "Replace results already in the output directory.")
 flags.DEFINE_boolean("resume", False, "Continue the run recorded in the output directory: its finished "
@@ -58,7 +62,8 @@ def check_flags() -> None:
         fail("--model is required (a .keras or .h5 file or a SavedModel directory)")
     needed = [("model", FLAGS.model), ("conf", FLAGS.conf)]
     if not FLAGS.dry_run:
-        needed += [("calib_data", FLAGS.calib_data), ("eval_data", FLAGS.eval_data)]
+        needed += [("calib_data", FLAGS.calib_data), ("eval_data", FLAGS.eval_data),
+                   ("test_data", FLAGS.test_data)]
     for name, path in needed:
         if name in ("calib_data", "eval_data") and not path:
             fail(f"--{name} is required (an .npz file)")
@@ -92,15 +97,6 @@ def _load_tensorflow() -> None:
     absl_logging.set_verbosity(absl_logging.WARNING)  # the converter's chatter
 
 
-def _log_to_stdout() -> None:
-    log = logging.getLogger("tf_tpe_tuner")
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False
-
-
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
         fail(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -127,6 +123,7 @@ def main(argv: list[str]) -> int:
 
 def _run() -> int:
     _load_tensorflow()
+    from . import progress
     from .api import tune
     from .conf import Conf
     from .model_io import load_keras_model
@@ -146,9 +143,11 @@ def _run() -> int:
     if FLAGS.dry_run:
         print(walk(model).describe())
         return EXIT_MET
-    _log_to_stdout()
+    mode = progress.resolve_mode(FLAGS.progress, FLAGS.quiet)
+    progress.setup_logging(mode)
     result = tune(model, conf, FLAGS.calib_data, eval_data=FLAGS.eval_data,
-                  overwrite=FLAGS.overwrite, resume=FLAGS.resume)
+                  overwrite=FLAGS.overwrite, resume=FLAGS.resume, test_data=FLAGS.test_data,
+                  progress=mode)
     out = conf.workspace
     if result.accuracy is None:
         print(f"every trial failed; see {os.path.join(out, 'history.jsonl')}")
@@ -157,7 +156,12 @@ def _run() -> int:
           f"accuracy {result.accuracy:.6g} (fp32 {result.baseline.accuracy:.6g}), "
           f"latency {result.latency_ms:.4f} ms (fp32 {result.baseline.latency_ms:.4f} ms, "
           f"{result.speedup:.2f}x), {'meets' if result.met_criterion else 'does NOT meet'} the criterion")
-    print(f"wrote {os.path.join(out, 'best_model.tflite')}, best_config.yaml, summary.json, history.jsonl")
+    test = (result.report or {}).get("test")
+    if test:
+        print(f"test data ({test['samples']} samples): accuracy {test['best_accuracy']:.6g} "
+              f"(fp32 {test['fp32_accuracy']:.6g})")
+    print(f"wrote {os.path.join(out, 'best_model.tflite')}, best_config.yaml, summary.json, "
+          "history.jsonl, report.md, report.json, pareto.png")
     return EXIT_MET if result.met_criterion else EXIT_NOT_MET
 
 

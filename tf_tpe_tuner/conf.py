@@ -17,8 +17,8 @@ import yaml
 
 from .errors import TunerInputError
 
-STRATEGIES = ("tpe",)
-BACKENDS = ("annotate",)
+STRATEGIES = ("tpe", "random", "basic")
+BACKENDS = ("auto", "annotate", "denylist")  # auto: denylist, or annotate when a q_func is given
 METRICS = {"topk": True, "mse": False, "rmse": False, "mae": False}  # name -> higher_is_better
 DTYPES = ("int8", "fp32")
 
@@ -64,7 +64,7 @@ SCHEMA: dict = {
         "framework": _Field(_STR, "tensorflow", _one_of(("tensorflow", "keras"))),
     },
     "quantization": {
-        "backend": _Field(_STR, "annotate", _one_of(BACKENDS)),
+        "backend": _Field(_STR, "auto", _one_of(BACKENDS)),
         "calibration": {
             "sampling_size": _Field(_INT, 100, _at_least_one),
             "batch_size": _Field(_INT, 32, _at_least_one),
@@ -81,6 +81,12 @@ SCHEMA: dict = {
                 "gamma": _Field(_NUM, 0.3, _fraction),
                 "n_ei_candidates": _Field(_INT, 24, _at_least_one),
                 "prior_weight": _Field(_NUM, 1.0, _positive),
+                # first trials and prior from a per-unit sensitivity (tf_tpe_tuner/sensitivity.py)
+                "sensitivity": _Field(_BOOL, True),
+            },
+            "basic": {
+                # how units are ranked before the cumulative fallback (strategy/basic.py)
+                "ranking": _Field(_STR, "fallback_one", _one_of(("fallback_one", "quantize_one"))),
             },
         },
         "accuracy_criterion": {
@@ -351,6 +357,9 @@ def _read_yaml(path: str) -> Any:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        context, start = getattr(err, "context", None), getattr(err, "context_mark", None)
+        if context and start is not None:  # e.g. an unclosed bracket: say where it opened
+            problem += f" ({context} started at line {start.line + 1})"
         raise TunerInputError(f"conf file {path}: yaml syntax error{where}: {problem}") from None
     except UnicodeDecodeError:
         raise TunerInputError(f"conf file {path} is not a text yaml file") from None

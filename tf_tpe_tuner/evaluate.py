@@ -12,6 +12,9 @@ from ai_edge_litert.interpreter import Interpreter
 from .data import ArrayData
 from .errors import TunerInputError
 
+LATENCY_ROUNDS = 10  # interleaved blocks per latency ratio (see TFLiteModel.latency_ratio)
+LATENCY_MIN_BLOCK_S = 0.001  # and their shortest duration
+
 
 class TFLiteModel:
     """A converted model as a callable: a batch of inputs -> outputs (numpy).
@@ -54,22 +57,64 @@ class TFLiteModel:
             return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
         return np.concatenate(parts)
 
-    def latency_ms(self, warmup: int, iterations: int) -> float:
-        """Median time of one invoke at batch 1, after `warmup` invokes, in milliseconds."""
+    def _ready_for_latency(self) -> Callable[[], None]:
+        """Batch 1, zero inputs; returns the interpreter's invoke."""
         self._resize(1)
         for detail in self._inputs:
             sample = np.zeros(detail["shape"], dtype=detail["dtype"])
             self._interpreter.set_tensor(detail["index"], sample)
-        invoke = self._interpreter.invoke
-        for _ in range(warmup):
-            invoke()
-        times = np.empty(iterations)
+        return self._interpreter.invoke
+
+    @staticmethod
+    def _block_median(invoke: Callable[[], None], n: int) -> float:
+        times = np.empty(n)
         clock = time.perf_counter
-        for i in range(iterations):
+        for i in range(n):
             start = clock()
             invoke()
             times[i] = clock() - start
-        return float(np.median(times) * 1e3)
+        return float(np.median(times))
+
+    def latency_ms(self, warmup: int, iterations: int) -> float:
+        """Median time of one invoke at batch 1, after `warmup` invokes, in milliseconds."""
+        invoke = self._ready_for_latency()
+        for _ in range(warmup):
+            invoke()
+        return self._block_median(invoke, iterations) * 1e3
+
+    def latency_ratio(self, reference: "TFLiteModel", warmup: int, iterations: int,
+                      rounds: int = LATENCY_ROUNDS) -> float:
+        """This model's latency / `reference`'s, the two measured in alternation.
+
+        `rounds` times: a block of `iterations // rounds` invokes of each model (more if that
+        block would last under `LATENCY_MIN_BLOCK_S`), in turn (which one goes first
+        alternates); the ratio of the two block medians. Returns the median of
+        these ratios. A change of machine load during the measurement hits both models of a
+        round alike, so it cancels out of the ratio, where it moves a plain median.
+        """
+        mine, theirs = self._ready_for_latency(), reference._ready_for_latency()
+        clock = time.perf_counter
+        start, pairs = clock(), 0
+        # warm-up: `warmup` invokes in all, and at least as long as two blocks (a fresh
+        # interpreter's first invokes are slow, and tiny models run 10 invokes in 0.1 ms)
+        while pairs < max(1, warmup // 2) or clock() - start < 2 * LATENCY_MIN_BLOCK_S:
+            mine()
+            theirs()
+            pairs += 1
+        pair_s = (clock() - start) / pairs
+        # A block shorter than ~1 ms (tiny models) is mostly timer and scheduler noise: such
+        # models get more invokes per block, which costs little since they are fast.
+        per_block = max(5, iterations // rounds, int(math.ceil(LATENCY_MIN_BLOCK_S / max(pair_s / 2, 1e-7))))
+        ratios = []
+        for r in range(rounds):
+            if r % 2:
+                b = self._block_median(theirs, per_block)
+                a = self._block_median(mine, per_block)
+            else:
+                a = self._block_median(mine, per_block)
+                b = self._block_median(theirs, per_block)
+            ratios.append(a / b)
+        return float(np.median(ratios))
 
 
 @dataclass(frozen=True)
@@ -87,7 +132,8 @@ def _topk(k: int) -> Callable:
             return float(np.mean((pred.reshape(-1) > 0.5).astype(int) == y.reshape(-1).astype(int)))
         if y.ndim == pred.ndim and y.shape[-1] == pred.shape[-1]:  # one-hot labels
             y = np.argmax(y, axis=-1)
-        top = np.argsort(-pred, axis=-1)[..., :k]
+        # stable: int8 outputs tie often (1/256 steps); break ties like argmax, by index
+        top = np.argsort(-pred, axis=-1, kind="stable")[..., :k]
         return float(np.mean(np.any(top == y.reshape(-1, 1), axis=-1)))
     return topk
 
@@ -113,6 +159,7 @@ class Evaluation:
     accuracy: float
     latency_ms: float
     seconds: float
+    latency_ratio: float | None = None  # latency / the reference's, when one is set
 
 
 class Evaluator:
@@ -121,7 +168,8 @@ class Evaluator:
 
     def __init__(self, metric: Metric, eval_data: ArrayData | None = None,
                  eval_func: Callable | None = None, batch_size: int = 256,
-                 warmup: int = 20, iterations: int = 300, num_threads: int = 1):
+                 warmup: int = 20, iterations: int = 300, num_threads: int = 1,
+                 latency_func: Callable[[bytes], float] | None = None):
         if eval_data is None and eval_func is None:
             raise TunerInputError("give evaluation data (eval_data) or an eval_func")
         if eval_func is None and eval_data.y is None:
@@ -133,6 +181,10 @@ class Evaluator:
         self.warmup = warmup
         self.iterations = iterations
         self.num_threads = num_threads
+        # latency_func(tflite_bytes) -> seconds replaces the built-in benchmark loop, for
+        # users who measure on their deployment device.
+        self.latency_func = latency_func
+        self._reference = self._reference_bytes = self.reference_ms = None  # set_latency_reference
 
     def accuracy(self, model: TFLiteModel) -> float:
         if self.eval_func is not None:
@@ -145,12 +197,50 @@ class Evaluator:
             raise ValueError(f"the accuracy is {value}")
         return float(value)
 
+    def set_latency_reference(self, tflite_model: bytes | None) -> float | None:
+        """Measure every later latency as a ratio to this model (the fp32 one), interleaved.
+
+        The reference's own latency (`reference_ms`, the median of three `latency_ms` runs) is
+        measured now; a later model's latency is `latency_ratio(...) * reference_ms`, so the
+        speed-ups the search compares do not move with the machine's load. Returns
+        `reference_ms`; None clears the reference. Ignored when a `latency_func` is given.
+        """
+        self._reference = self._reference_bytes = self.reference_ms = None
+        if tflite_model is None or self.latency_func is not None:
+            return None
+        reference = TFLiteModel(tflite_model, self.num_threads)
+        self.reference_ms = float(np.median(
+            [reference.latency_ms(self.warmup, self.iterations) for _ in range(3)]))
+        self._reference, self._reference_bytes = reference, tflite_model
+        return self.reference_ms
+
+    def _latency(self, model: TFLiteModel) -> tuple[float, float | None]:
+        """(milliseconds, ratio to the reference or None)."""
+        reference = getattr(self, "_reference", None)
+        if self.latency_func is not None or reference is None:
+            return self.latency_ms(model), None
+        if model.tflite_model is self._reference_bytes or model.tflite_model == self._reference_bytes:
+            return self.reference_ms, 1.0
+        ratio = model.latency_ratio(reference, self.warmup, self.iterations)
+        return ratio * self.reference_ms, ratio
+
+    def latency_ms(self, model: TFLiteModel) -> float:
+        """Milliseconds per single-sample inference: `latency_func`'s, else the benchmark's
+        (alone; `evaluate` measures against the reference when one is set)."""
+        if self.latency_func is None:
+            return model.latency_ms(self.warmup, self.iterations)
+        seconds = self.latency_func(model.tflite_model)
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.number)) \
+                or not math.isfinite(float(seconds)) or seconds <= 0:
+            raise ValueError(f"latency_func must return a time in seconds > 0, got {seconds!r}")
+        return float(seconds) * 1e3
+
     def evaluate(self, tflite_model: bytes) -> Evaluation:
         start = time.perf_counter()
         model = TFLiteModel(tflite_model, self.num_threads)
         accuracy = self.accuracy(model)
-        latency = model.latency_ms(self.warmup, self.iterations)
-        return Evaluation(accuracy, latency, time.perf_counter() - start)
+        latency, ratio = self._latency(model)
+        return Evaluation(accuracy, latency, time.perf_counter() - start, ratio)
 
     def check_labels(self, output_shapes: list[tuple]) -> None:
         """Refuse evaluation labels that cannot match the model's output."""

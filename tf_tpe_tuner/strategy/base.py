@@ -22,6 +22,7 @@ from ..evaluate import Evaluator, make_metric
 from ..history import STATUS_FAILED, STATUS_OK, JsonlHistory, TrialRecord
 from ..executor import LocalExecutor
 from ..realize import AnnotationRealizer
+from ..realize_denylist import make_realizer
 from ..trial import TrialOutcome, TrialRunner
 from ..walker import ModelGraph, apply_op_wise, walk
 
@@ -58,6 +59,7 @@ class TuningResult:
     stop_reason: str = ""
     realization: dict[str, Any] = field(default_factory=dict)
     interrupted: bool = False  # Ctrl-C: this is the best found before it
+    report: dict | None = None  # report.json's content, when tune() wrote a report
 
     @property
     def trials(self) -> int:
@@ -112,8 +114,11 @@ class TuneStrategy:
             batch_size=self.conf.get("evaluation.accuracy.batch_size"),
             warmup=perf["warmup"], iterations=perf["iteration"], num_threads=perf["num_threads"])
         self.evaluator.check_labels(self.graph.output_shapes)
-        self.realizer = AnnotationRealizer(
-            self.graph, calib, self.conf.get("quantization.calibration.batch_size"), q_func)
+        backend = self.conf.get("quantization.backend")
+        if backend == "auto":  # q_func works on the quantize-applied Keras model: annotate only
+            backend = "annotate" if q_func is not None else "denylist"
+        self.realizer = make_realizer(backend, self.graph, calib,
+                                      self.conf.get("quantization.calibration.batch_size"), q_func)
         self.history_store = JsonlHistory(os.path.join(self.conf.workspace, "history.jsonl"))
         self.q_hooks = dict(q_hooks or {})
         self.higher_is_better = self.conf.higher_is_better

@@ -1,0 +1,174 @@
+"""The report (report.md, report.json, pareto.png), the per-unit sensitivity, and progress."""
+import dataclasses
+import io
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from conftest import fast_conf
+from tf_tpe_tuner import Conf, TpeTuneStrategy, TunerInputError
+from tf_tpe_tuner.data import ArrayData
+from tf_tpe_tuner.evaluate import TFLiteModel
+from tf_tpe_tuner.history import TrialRecord
+from tf_tpe_tuner.progress import ProgressHooks, attach, resolve_mode
+from tf_tpe_tuner.realize import AnnotationRealizer
+from tf_tpe_tuner.report import pareto_front, unit_sensitivity, write_report
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def run(cnn, digits, tmp_path_factory):
+    """A real 4-trial run with a log-mode progress display attached."""
+    (x, _), (xt, yt) = digits
+    out = tmp_path_factory.mktemp("report")
+    conf = Conf(fast_conf(exit_policy={"max_trials": 4, "timeout": 3600}, workspace={"path": str(out)}))
+    strategy = TpeTuneStrategy(cnn, conf, x[:100], eval_dataloader=(xt[:400], yt[:400]))
+    with attach(strategy, mode="log", file=io.StringIO()) as hooks:
+        result = strategy.traverse()
+    return strategy, result, hooks, out
+
+
+@pytest.fixture(scope="module")
+def report(run, digits):
+    strategy, result, _, out = run
+    _, (xt, yt) = digits
+    return write_report(result, strategy.graph, str(out), strategy.realizer.calib, conf=strategy.conf,
+                        test_data=(xt[400:], yt[400:]))
+
+
+def test_report_files_and_a_valid_png(report, run):
+    import matplotlib.image
+
+    out = run[3]
+    for name in ("report.md", "report.json", "pareto.png"):
+        assert (out / name).stat().st_size > 0
+    png = (out / "pareto.png").read_bytes()
+    assert png.startswith(PNG_SIGNATURE)
+    image = matplotlib.image.imread(str(out / "pareto.png"))
+    assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 300
+    assert image.std() > 0.01  # something is drawn
+    assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(report))
+
+
+def test_report_content(report, run):
+    strategy, result, _, out = run
+    assert report["baseline"] == {"accuracy": result.baseline.accuracy, "latency_ms": result.baseline.latency_ms}
+    assert report["best"]["trial"] == result.best_trial
+    assert report["best"]["int8_units"] == result.int8_units
+    assert report["trials"] == 4 and len(report["history"]) == 4
+    assert report["criterion"]["kind"] == "relative"
+    assert report["criterion"]["threshold"] == pytest.approx(result.baseline.accuracy * 0.99)
+    assert [row["unit"] for row in report["units"]] == strategy.graph.unit_names
+    for row in report["units"]:
+        assert row["dtype"] == ("int8" if row["unit"] in result.int8_units else "fp32")
+        assert row["sensitivity"]["rel_rmse"] > 0
+        assert 0 <= row["sensitivity"]["top1_change"] <= 1
+    assert report["all_int8_trial"] == 1
+    trials = {r.trial for r in result.history}
+    assert report["pareto_front"] and set(report["pareto_front"]) <= trials
+    if result.met_criterion:  # the fastest that meets the criterion is never dominated
+        assert result.best_trial in report["pareto_front"]
+    md = (out / "report.md").read_text()
+    assert "![accuracy against latency](pareto.png)" in md
+    for unit in strategy.graph.unit_names:
+        assert f"| {unit} |" in md
+    assert "Held-out test data" in md
+
+
+def test_test_data_numbers_are_the_models_on_that_data(report, run, digits):
+    strategy, result, _, _ = run
+    _, (xt, yt) = digits
+    test = report["test"]
+    assert test["samples"] == len(xt) - 400
+    float_model = AnnotationRealizer(strategy.graph, strategy.realizer.calib).realize_float().tflite_model
+    for tflite, key in ((float_model, "fp32_accuracy"), (result.tflite_model, "best_accuracy")):
+        pred = TFLiteModel(tflite).predict(ArrayData([xt[400:]]), 256)
+        assert test[key] == pytest.approx(float(np.mean(pred.argmax(1) == yt[400:])))
+
+
+def test_sensitivity_is_the_output_error_of_the_single_unit_model(run):
+    strategy, _, _, _ = run
+    graph, calib = strategy.graph, strategy.realizer.calib
+    exact = unit_sensitivity(graph, calib, method="tflite")
+    realizer = AnnotationRealizer(graph, calib)
+    ref = TFLiteModel(realizer.realize_float().tflite_model)(calib.x[0])
+    q = TFLiteModel(realizer.realize(["conv2"]).tflite_model)(calib.x[0])
+    expected = np.sqrt(np.sum((q - ref) ** 2) / np.sum(ref ** 2))
+    assert exact["units"]["conv2"]["rel_rmse"] == pytest.approx(expected, rel=1e-5)
+    simulated = unit_sensitivity(graph, calib, method="simulated")
+    for unit in ("conv1", "conv2", "conv3"):  # no converter-only effects there: the same figure
+        assert simulated["units"][unit]["rel_rmse"] == pytest.approx(exact["units"][unit]["rel_rmse"], rel=0.25)
+    assert exact["all_int8"]["rel_rmse"] >= max(u["rel_rmse"] for u in exact["units"].values()) * 0.5
+    try:
+        cheap = unit_sensitivity(graph, calib, method="denylist")  # calibrated once, re-quantized
+    except TunerInputError:  # an installation without the denylist realizer
+        return
+    assert "denylist realizer" in cheap["method"]
+    for unit in ("conv1", "conv2", "conv3"):
+        assert cheap["units"][unit]["rel_rmse"] == pytest.approx(exact["units"][unit]["rel_rmse"], rel=0.5)
+
+
+def test_pareto_front():
+    points = [(1, 1.0, 0.90), (2, 0.5, 0.80), (3, 0.6, 0.85), (4, 0.7, 0.84), (5, 2.0, 0.95), (6, 0.5, 0.79)]
+    assert pareto_front(points) == [2, 3, 1, 5]
+    lower = [(1, 1.0, 0.1), (2, 0.5, 0.3), (3, 0.6, 0.2), (4, 0.7, 0.25)]
+    assert pareto_front(lower, higher_is_better=False) == [2, 3, 1]
+
+
+def test_report_when_every_trial_failed(run, tmp_path):
+    import matplotlib.image
+
+    strategy, result, _, _ = run
+    failed = [TrialRecord(trial=i, config=dict(result.config), status="failed", error="RuntimeError: boom")
+              for i in (1, 2)]
+    nothing = dataclasses.replace(result, history=failed, tflite_model=None, accuracy=None, latency_ms=None,
+                                  best_trial=None, int8_units=[], met_criterion=False)
+    report = write_report(nothing, strategy.graph, str(tmp_path), strategy.realizer.calib, sensitivity=False)
+    assert report["best"] is None and report["failed_trials"] == 2
+    assert "No trial succeeded" in (tmp_path / "report.md").read_text()
+    assert matplotlib.image.imread(str(tmp_path / "pareto.png")).ndim == 3
+
+
+# -- progress -------------------------------------------------------------------------------------
+def test_log_mode_one_line_per_trial(run):
+    _, result, hooks, _ = run
+    assert len(hooks.lines) == result.trials
+    assert hooks.lines[0].startswith("progress: 1/4 trials, ")
+    last = hooks.lines[-1]
+    assert last.startswith("progress: 4/4 trials, ") and "/1:00:00" in last
+    assert f"best acc {result.accuracy:.4f} ({result.speedup:.2f}x)" in last
+
+
+def record(trial, acc, lat, met, status="ok"):
+    return TrialRecord(trial=trial, config={"a": "int8", "b": "fp32"}, status=status, accuracy=acc,
+                       latency_ms=lat, met_criterion=met)
+
+
+def test_bar_mode_draws_a_tqdm_bar():
+    out = io.StringIO()
+    hooks = ProgressHooks(max_trials=3, timeout=60, mode="bar", file=out)
+    with hooks:
+        for i, rec in enumerate([record(1, 0.9, 2.0, True), record(2, None, None, False, "failed"),
+                                 record(3, 0.95, 1.0, True)], start=1):
+            hooks.on_trial_begin(i, rec.config)
+            hooks.on_trial_end(rec)
+    text = out.getvalue()
+    assert "3/3" in text and "/1:00" in text and "best acc 0.9500 (1.0000 ms) meets" in text
+    assert hooks.failed == 1
+
+
+def test_quiet_mode_and_hook_chaining(caplog):
+    seen = []
+    hooks = ProgressHooks(max_trials=2, mode="quiet", file=io.StringIO())
+    merged = hooks.q_hooks({"on_trial_end": seen.append})
+    with caplog.at_level(logging.INFO, logger="tf_tpe_tuner"):
+        merged["on_trial_begin"](1, {"a": "int8"})
+        merged["on_trial_end"](record(1, 0.9, 1.0, True))
+    assert len(seen) == 1 and hooks.done == 1 and not hooks.lines and not caplog.records
+    assert resolve_mode("auto", stream=io.StringIO()) == "log"
+    assert resolve_mode("bar", quiet=True) == "quiet"
+    with pytest.raises(ValueError):
+        resolve_mode("loud")

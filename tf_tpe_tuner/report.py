@@ -1,0 +1,544 @@
+"""The tuning report: report.md, report.json and pareto.png in the output directory.
+
+    report.write_report(result, strategy.graph, output_dir, strategy.realizer.calib,
+                        conf=strategy.conf, test_data=test_data)
+
+- The baseline, the best configuration, and how the search went.
+- A per-unit table: layer types, int8 or kept float in the best model, and a sensitivity
+  figure computed once from the calibration data: the model's output error when only that
+  unit is int8 (relative RMS error against the float model, and how often the top class
+  changes): each single-unit configuration realized and converted like a trial, or, for
+  models with many units, simulated on the Keras side with tfmot's calibrated fake
+  quantization in one quantize_apply (see `unit_sensitivity`).
+- pareto.png: accuracy against latency for every trial, the Pareto front, the best trial,
+  the float and the all-int8 models, and the accuracy the criterion asks for.
+- With `test_data` (held apart from the evaluation data the search chose on), the final and
+  the float model's accuracy on it: the best of many trials flatters itself on the data it
+  was chosen with.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from .data import ArrayData, as_array_data, check_against_model
+from .export import write_atomic
+from .history import STATUS_OK, TrialRecord
+
+log = logging.getLogger("tf_tpe_tuner")
+
+REPORT_FILES = ("report.md", "report.json", "pareto.png")
+
+
+# -- sensitivity ------------------------------------------------------------------------------
+def _quant_vars(layer) -> tuple[set[int], set[int]]:
+    """(ids of every range variable of a quantize wrapper, ids of its weights' range variables)."""
+    every = {id(v) for v in layer.weights if v.name.endswith(("_min:0", "_max:0"))}
+    weights = set()
+    for _, _, variables in getattr(layer, "_weight_vars", []):
+        weights |= {id(v) for v in variables.values()}
+    return every, weights
+
+
+def _flat_name(qlayer) -> str | None:
+    inner = getattr(qlayer, "layer", None)
+    return inner.name if inner is not None else None
+
+
+SENSITIVITY_METHODS = ("auto", "tflite", "denylist", "simulated")
+AUTO_TFLITE_MAX_UNITS = 24  # above this, "auto" avoids one full conversion per unit
+
+
+def unit_sensitivity(graph, calib: ArrayData, batch_size: int = 32, method: str = "auto",
+                     backend: str = "annotate") -> dict:
+    """For each unit, the model's output error when only that unit is int8; and the all-int8
+    error. Errors are relative RMS errors against the float model's outputs on the calibration
+    samples, with the share of samples whose top class changes (classifiers).
+
+    method: "tflite" realizes each single-unit configuration with the tuning's realizer
+        (`backend`; exact, one conversion per unit with the annotate backend); "denylist"
+        does the same with the denylist realizer (calibrated once, then one cheap
+        re-quantization per unit); "simulated" runs tfmot's calibrated fake quantization on
+        the Keras side, one quantize_apply for all units (fast, but blind to what the converter
+        adds, such as int8 softmax's fixed output scale); "auto" is tflite when the backend is
+        cheap per unit or the model has at most AUTO_TFLITE_MAX_UNITS units, else denylist
+        (simulated when this installation has no denylist realizer).
+    Returns {"units": {unit: {"rel_rmse": float, "top1_change": float | None}},
+             "all_int8": {...}, "samples": n, "seconds": s, "method": text}.
+    """
+    if method not in SENSITIVITY_METHODS:
+        raise ValueError(f"sensitivity method must be one of {', '.join(SENSITIVITY_METHODS)}")
+    if method == "auto":
+        if backend == "denylist" or len(graph.units) <= AUTO_TFLITE_MAX_UNITS:
+            method = "tflite"
+        else:
+            method = "denylist" if _has_backend("denylist") else "simulated"
+    if method == "tflite":
+        return _tflite_sensitivity(graph, calib, batch_size, backend)
+    if method == "denylist":
+        return _tflite_sensitivity(graph, calib, batch_size, "denylist")
+    return _simulated_sensitivity(graph, calib, batch_size)
+
+
+def _has_backend(backend: str) -> bool:
+    from .errors import TunerInputError
+    from .rebuild import realizer_class
+
+    try:
+        realizer_class(backend)
+    except TunerInputError:
+        return False
+    return True
+
+
+def _tflite_sensitivity(graph, calib: ArrayData, batch_size: int, backend: str) -> dict:
+    from .evaluate import TFLiteModel
+    from .rebuild import realizer_class
+
+    start = time.perf_counter()
+    realizer = realizer_class(backend)(graph, calib, batch_size)
+
+    def outputs(tflite: bytes) -> list[list[np.ndarray]]:
+        model = TFLiteModel(tflite)
+        return [_outputs(model(b)) for b in calib.batches(256)]
+
+    reference = outputs(realizer.realize_float().tflite_model)
+    units = {u: _output_error(reference, outputs(realizer.realize([u]).tflite_model))
+             for u in graph.unit_names}
+    all_int8 = _output_error(reference, outputs(realizer.realize(graph.unit_names).tflite_model))
+    return {"units": units, "all_int8": all_int8, "samples": len(calib),
+            "seconds": round(time.perf_counter() - start, 3),
+            "method": "relative RMS error of the TFLite model's outputs against the float TFLite "
+                      f"model's when only this unit is int8 (each configuration realized by the "
+                      f"{backend} realizer)"}
+
+
+def _simulated_sensitivity(graph, calib: ArrayData, batch_size: int = 32) -> dict:
+    from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
+
+    from ._tf import keras, tf
+    from .realize import build_annotated_model, calibrate, plan_annotations, quantize_apply
+    from .walker import producers
+
+    start = time.perf_counter()
+    qmodel = quantize_apply(build_annotated_model(graph, plan_annotations(graph, graph.unit_names)))
+    calibrate(qmodel, calib, batch_size)
+
+    wrappers = {}  # flat layer name -> quantize wrapper
+    for layer in qmodel.layers:
+        name = _flat_name(layer)
+        if name is not None:
+            wrappers[name] = layer
+    flags: dict[int, Any] = {}
+    for layer in qmodel.layers:
+        for v in layer.weights:
+            if v.name.endswith("_min:0"):
+                flags[id(v)] = tf.Variable(False, trainable=False)
+
+    def output_vars(qlayer) -> set[int]:
+        if isinstance(qlayer, keras.layers.InputLayer):
+            return set()
+        name = _flat_name(qlayer)
+        if name is None:  # tfmot's QuantizeLayer on a model input, or an unannotated layer
+            return _quant_vars(qlayer)[0]
+        if name in graph.passthrough:
+            out = set()
+            for p in producers(qlayer):
+                out |= output_vars(p)
+            return out
+        every, weights = _quant_vars(qlayer)
+        return every - weights
+
+    active: dict[str, set[int]] = {}
+    for unit in graph.units:
+        ids = set()
+        for layer_name in unit.layers:
+            if layer_name in wrappers:
+                ids |= _quant_vars(wrappers[layer_name])[0]
+        head = wrappers.get(unit.head)
+        if head is not None:
+            for p in producers(head):
+                ids |= output_vars(p)
+        active[unit.name] = ids
+    every_var = set(flags)
+
+    originals = (quant_ops.MovingAvgQuantize, quant_ops.LastValueQuantize, quant_ops.AllValuesQuantize)
+
+    def selective(original):
+        def fake_quant(inputs, min_var, max_var, *args, **kwargs):
+            flag = flags.get(id(min_var))
+            if flag is None:
+                return inputs
+            return tf.cond(flag, lambda: original(inputs, min_var, max_var, *args, **kwargs),
+                           lambda: tf.identity(inputs))
+        return fake_quant
+
+    specs = [tf.TensorSpec((None,) + tuple(s[1:]), tf.float32) for s in graph.input_shapes]
+    run_q = tf.function(lambda *xs: qmodel(list(xs) if len(xs) > 1 else xs[0], training=False),
+                        input_signature=specs)
+    run_f = tf.function(lambda *xs: graph.model(list(xs) if len(xs) > 1 else xs[0], training=False),
+                        input_signature=specs)
+    batches = list(calib.batches(batch_size))
+    reference = [_outputs(run_f(*b)) for b in batches]
+
+    def error(ids: set[int]) -> dict:
+        for key, flag in flags.items():
+            flag.assign(key in ids)
+        outs = [_outputs(run_q(*b)) for b in batches]
+        return _output_error(reference, outs)
+
+    quant_ops.MovingAvgQuantize, quant_ops.LastValueQuantize, quant_ops.AllValuesQuantize = \
+        (selective(f) for f in originals)
+    try:
+        units = {name: error(ids) for name, ids in active.items()}
+        all_int8 = error(every_var)
+    finally:
+        quant_ops.MovingAvgQuantize, quant_ops.LastValueQuantize, quant_ops.AllValuesQuantize = originals
+    return {"units": units, "all_int8": all_int8, "samples": len(calib),
+            "seconds": round(time.perf_counter() - start, 3),
+            "method": "relative RMS error of the model's outputs against the float model's when "
+                      "only this unit is int8, simulated with tfmot's calibrated fake quantization"}
+
+
+def _outputs(value) -> list[np.ndarray]:
+    if isinstance(value, (list, tuple)):
+        return [np.asarray(v) for v in value]
+    if isinstance(value, dict):
+        return [np.asarray(v) for _, v in sorted(value.items())]
+    return [np.asarray(value)]
+
+
+def _output_error(reference: list[list[np.ndarray]], outputs: list[list[np.ndarray]]) -> dict:
+    diff = sum(float(np.sum((q.astype(np.float64) - f) ** 2)) for rb, qb in zip(reference, outputs)
+               for f, q in zip(rb, qb))
+    norm = sum(float(np.sum(f.astype(np.float64) ** 2)) for rb in reference for f in rb)
+    first_ref = np.concatenate([rb[0] for rb in reference])
+    first_q = np.concatenate([qb[0] for qb in outputs])
+    top1 = None
+    if first_ref.ndim == 2 and first_ref.shape[1] > 1:
+        top1 = float(np.mean(np.argmax(first_ref, 1) != np.argmax(first_q, 1)))
+    return {"rel_rmse": math.sqrt(diff / norm) if norm > 0 else math.sqrt(diff), "top1_change": top1}
+
+
+# -- Pareto front and plot --------------------------------------------------------------------
+def pareto_front(points: Iterable[tuple[Any, float, float]], higher_is_better: bool = True) -> list:
+    """Keys of the (key, latency, accuracy) points that no other point beats on both."""
+    pts = list(points)
+    sign = 1.0 if higher_is_better else -1.0
+    front = []
+    for key, lat, acc in pts:
+        dominated = any((l2 <= lat and sign * a2 >= sign * acc) and (l2 < lat or sign * a2 > sign * acc)
+                        for _, l2, a2 in pts)
+        if not dominated:
+            front.append((lat, key))
+    return [key for _, key in sorted(front, key=lambda t: t[0])]
+
+
+def all_int8_record(history: list[TrialRecord]) -> TrialRecord | None:
+    """The trial with the most units proposed int8 (the all-int8 model; op_wise may fix some)."""
+    ok = [r for r in history if r.status == STATUS_OK]
+    if not ok:
+        return None
+    return max(ok, key=lambda r: (sum(1 for d in r.config.values() if d == "int8"), -r.trial))
+
+
+def plot_pareto(result, path: str, higher_is_better: bool = True, threshold: float | None = None,
+                metric_name: str = "accuracy") -> list[int]:
+    """Draw pareto.png; returns the trials on the Pareto front."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in result.history if r.status == STATUS_OK]
+    base = result.baseline
+    points = [(r.trial, r.latency_ms, r.accuracy) for r in ok]
+    front_keys = pareto_front(points + [("fp32", base.latency_ms, base.accuracy)], higher_is_better)
+    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=110)
+    try:
+        met = [r for r in ok if r.met_criterion]
+        missed = [r for r in ok if not r.met_criterion]
+        if missed:
+            ax.scatter([r.latency_ms for r in missed], [r.accuracy for r in missed], s=28, color="#f0a35e",
+                       label="trial (misses the criterion)", zorder=2)
+        if met:
+            ax.scatter([r.latency_ms for r in met], [r.accuracy for r in met], s=28, color="#4c8bd6",
+                       label="trial (meets the criterion)", zorder=2)
+        lookup = {r.trial: (r.latency_ms, r.accuracy) for r in ok}
+        lookup["fp32"] = (base.latency_ms, base.accuracy)
+        front = [lookup[k] for k in front_keys]
+        if front:
+            xs, ys = zip(*front)
+            right = max(p[0] for p in lookup.values())
+            xs, ys = list(xs) + [right * 1.02], list(ys) + [ys[-1]]
+            ax.step(xs, ys, where="post", color="#555555", linewidth=1.2, label="Pareto front", zorder=1)
+        ax.scatter([base.latency_ms], [base.accuracy], marker="s", s=70, color="black",
+                   label=f"fp32 ({base.latency_ms:.4g} ms)", zorder=3)
+        int8 = all_int8_record(result.history)
+        if int8 is not None:
+            label = "all-int8" if all(d == "int8" for d in int8.config.values()) else "most-int8"
+            ax.scatter([int8.latency_ms], [int8.accuracy], marker="^", s=80, color="#2e9e4f",
+                       label=f"{label} (trial {int8.trial})", zorder=3)
+        if result.best_trial is not None and result.latency_ms is not None:
+            ax.scatter([result.latency_ms], [result.accuracy], marker="*", s=260, color="#d62728",
+                       edgecolors="black", linewidths=0.6, label=f"best (trial {result.best_trial})", zorder=4)
+        if threshold is not None:
+            ax.axhline(threshold, color="#999999", linestyle="--", linewidth=1,
+                       label=f"criterion ({threshold:.4g})")
+        ax.set_xlabel("latency (ms, median of single-sample invokes)")
+        ax.set_ylabel(metric_name + ("" if higher_is_better else " (lower is better)"))
+        ax.set_title(f"{len(ok)} trials: {metric_name} against latency")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+        fig.tight_layout()
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        tmp = os.path.join(directory, "." + os.path.basename(path) + ".tmp.png")
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+    return [k for k in front_keys if k != "fp32"]
+
+
+# -- the report -------------------------------------------------------------------------------
+def _criterion(conf, baseline) -> tuple[dict | None, float | None]:
+    if conf is None:
+        return None, None
+    kind, tolerance = conf.criterion
+    hib = conf.higher_is_better
+    base = baseline.accuracy
+    if kind == "relative":
+        threshold = base - abs(base) * tolerance if hib else base + abs(base) * tolerance
+    else:
+        threshold = base - tolerance if hib else base + tolerance
+    return {"kind": kind, "tolerance": tolerance, "higher_is_better": hib, "threshold": threshold}, threshold
+
+
+def evaluate_on(tflite: bytes, data: ArrayData, metric, batch_size: int = 256) -> float:
+    from .evaluate import TFLiteModel
+
+    return float(metric.compute(TFLiteModel(tflite).predict(data, batch_size), data.y))
+
+
+def load_test_data(test_data, graph) -> ArrayData | None:
+    """Read and check test data against the model (call it before tuning: a bad file is then
+    refused at once, not after the search)."""
+    from .errors import TunerInputError
+
+    if test_data is None:
+        return None
+    data = check_against_model(as_array_data(test_data, graph.input_names, "test data"),
+                               graph.input_shapes, "test data")
+    if data.y is None:
+        raise TunerInputError("test data has no labels (y)")
+    return data
+
+
+def _test_accuracy(result, graph, calib, test_data, conf=None) -> dict:
+    """The best and the float model's accuracy on held-apart test data."""
+    from .conf import Conf
+    from .evaluate import make_metric
+    from .realize import convert
+
+    conf = conf if conf is not None else Conf(None)
+    data = load_test_data(test_data, graph)
+    metric = make_metric(conf.metric_name, conf.metric_topk)
+    batch = conf.get("evaluation.accuracy.batch_size")
+    float_model = convert(graph.model, graph.input_shapes, graph.input_names, False)
+    out = {"samples": len(data), "metric": metric.name,
+           "fp32_accuracy": evaluate_on(float_model, data, metric, batch),
+           "best_accuracy": None}
+    if result.tflite_model is not None:
+        out["best_accuracy"] = evaluate_on(result.tflite_model, data, metric, batch)
+    return out
+
+
+def build_report(result, graph, calib, conf=None, test_data=None, sensitivity: "bool | str" = True,
+                 test: dict | None = None) -> dict:
+    """report.json's content (no files written)."""
+    calib = calib if isinstance(calib, ArrayData) else check_against_model(
+        as_array_data(calib, graph.input_names, "calibration data"), graph.input_shapes, "calibration data")
+    criterion, _ = _criterion(conf, result.baseline)
+    batch_size = conf.get("quantization.calibration.batch_size") if conf is not None else 32
+    sens, sens_error = None, None
+    if sensitivity:
+        method = sensitivity if isinstance(sensitivity, str) else "auto"
+        backend = (result.realization or {}).get("backend", "annotate")
+        try:
+            sens = unit_sensitivity(graph, calib, batch_size, method=method, backend=backend)
+        except Exception as err:  # an extra: the report is still written without it
+            sens_error = f"{type(err).__name__}: {err}"
+            log.warning("per-unit sensitivity could not be computed: %s", sens_error)
+    if test is None and test_data is not None:
+        test = _test_accuracy(result, graph, calib, test_data, conf)
+    int8_now = set(result.int8_units)
+    units = []
+    for unit in graph.units:
+        row = {"unit": unit.name,
+               "layers": [graph.display_names[n] for n in unit.layers],
+               "layer_types": list(unit.layer_types),
+               "proposed": result.config.get(unit.name),
+               "dtype": "int8" if unit.name in int8_now else "fp32"}
+        if sens is not None:
+            row["sensitivity"] = sens["units"].get(unit.name)
+        units.append(row)
+    int8 = all_int8_record(result.history)
+    history = result.history
+    failed = [r for r in history if r.status != STATUS_OK]
+    return {
+        "baseline": {"accuracy": result.baseline.accuracy, "latency_ms": result.baseline.latency_ms},
+        "best": None if result.best_trial is None else {
+            "trial": result.best_trial, "accuracy": result.accuracy, "latency_ms": result.latency_ms,
+            "speedup": result.speedup, "met_criterion": result.met_criterion,
+            "int8_units": list(result.int8_units), "config": dict(result.config)},
+        "criterion": criterion,
+        "metric": None if conf is None else conf.metric_name if conf.metric_name != "topk"
+        else f"top{conf.metric_topk}",
+        "trials": len(history),
+        "failed_trials": len(failed),
+        "elapsed_s": result.elapsed_s,
+        "stop_reason": getattr(result, "stop_reason", ""),
+        "interrupted": bool(getattr(result, "interrupted", False)),
+        "strategy": result.strategy,
+        "seed": result.seed,
+        "all_int8_trial": None if int8 is None else int8.trial,
+        "test": test,
+        "units": units,
+        "float_layers": [{"layer": f.name, "type": f.layer_type, "reason": f.reason,
+                          "passthrough": f.passthrough} for f in graph.float_layers],
+        "sensitivity": None if sens is None else {
+            "method": sens["method"], "samples": sens["samples"], "seconds": sens["seconds"],
+            "all_int8": sens["all_int8"]},
+        "sensitivity_error": sens_error,
+        "history": [{"trial": r.trial, "status": r.status, "accuracy": r.accuracy,
+                     "latency_ms": r.latency_ms, "loss": r.loss, "met_criterion": r.met_criterion,
+                     "int8_units": list(r.int8_units), "error": r.error} for r in history],
+    }
+
+
+def write_report(result, graph, output_dir: str, calib, *, conf=None, test_data=None,
+                 sensitivity: "bool | str" = True, test: dict | None = None) -> dict:
+    """Write report.md, report.json and pareto.png to output_dir; returns report.json's content.
+
+    Args:
+        result: the TuningResult.
+        graph: the walked model (`strategy.graph`).
+        calib: the calibration samples (`strategy.realizer.calib`, or any calibration data).
+        conf: the run's Conf (criterion, metric, calibration batch size); optional.
+        test_data: labelled data held apart from the evaluation data; the best and the float
+            model are scored on it (`report["test"]`).
+        sensitivity: compute the per-unit sensitivity: True ("auto"), "tflite", "simulated"
+            (see `unit_sensitivity`), or False.
+        test: test results computed already (skips test_data).
+    """
+    report = build_report(result, graph, calib, conf=conf, test_data=test_data,
+                          sensitivity=sensitivity, test=test)
+    criterion = report["criterion"]
+    threshold = criterion["threshold"] if criterion else None
+    hib = criterion["higher_is_better"] if criterion else True
+    report["pareto_front"] = []
+    report["plot_error"] = None
+    try:
+        report["pareto_front"] = plot_pareto(result, os.path.join(output_dir, "pareto.png"), hib,
+                                             threshold, report["metric"] or "accuracy")
+    except Exception as err:
+        report["plot_error"] = f"{type(err).__name__}: {err}"
+        log.warning("pareto.png could not be drawn: %s", report["plot_error"])
+    write_atomic(os.path.join(output_dir, "report.json"), json.dumps(report, indent=2, default=_json) + "\n")
+    write_atomic(os.path.join(output_dir, "report.md"), render_markdown(report))
+    return report
+
+
+def _json(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    raise TypeError(type(value).__name__)
+
+
+def _f(value, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def render_markdown(report: Mapping) -> str:
+    base, best, crit = report["baseline"], report["best"], report["criterion"]
+    metric = report["metric"] or "accuracy"
+    lines = ["# Tuning report", ""]
+    if best is None:
+        lines += ["No trial succeeded: there is no tuned model (see history.jsonl for the errors).", ""]
+    else:
+        n_int8, n = len(best["int8_units"]), len(report["units"])
+        verdict = "meets" if best["met_criterion"] else "does **not** meet"
+        lines += [f"Best: trial {best['trial']}, {n_int8}/{n} units int8, {metric} "
+                  f"{_f(best['accuracy'])} (fp32 {_f(base['accuracy'])}), latency "
+                  f"{_f(best['latency_ms'])} ms (fp32 {_f(base['latency_ms'])} ms, "
+                  f"{_f(best['speedup'], 2)}x); it {verdict} the criterion"
+                  + (f" ({crit['kind']} {crit['tolerance']:g}: {metric} "
+                     f"{'>=' if crit['higher_is_better'] else '<='} {_f(crit['threshold'])})" if crit else "")
+                  + ".", ""]
+    lines += [f"{report['trials']} trials ({report['failed_trials']} failed), "
+              f"{report['elapsed_s']:.1f} s, strategy {report['strategy']}, seed {report['seed']}"
+              + (", interrupted" if report.get("interrupted") else "") + ".", ""]
+    test = report.get("test")
+    if test:
+        lines += ["## Held-out test data", "",
+                  f"{test['samples']} samples kept apart from the evaluation data the search chose on "
+                  f"({test['metric']}):", "",
+                  "| model | " + metric + " |", "|---|---|",
+                  f"| fp32 | {_f(test['fp32_accuracy'])} |",
+                  f"| tuned (trial {best['trial'] if best else '-'}) | {_f(test['best_accuracy'])} |", ""]
+    lines += ["## Accuracy against latency", ""]
+    if report.get("plot_error"):
+        lines += [f"(the plot could not be drawn: {report['plot_error']})", ""]
+    else:
+        front = ", ".join(str(t) for t in report["pareto_front"]) or "-"
+        lines += ["![accuracy against latency](pareto.png)", "",
+                  f"Pareto front (trials, fastest first): {front}. All-int8 trial: "
+                  f"{report['all_int8_trial'] if report['all_int8_trial'] is not None else '-'}.", ""]
+    sens = report.get("sensitivity")
+    lines += ["## Units", ""]
+    if sens:
+        lines += [f"Sensitivity: {sens['method']}, on {sens['samples']} calibration samples "
+                  f"({sens['seconds']:.1f} s). With every unit int8: "
+                  f"{_pct(sens['all_int8']['rel_rmse'])} error"
+                  + (f", top-1 changed on {_pct(sens['all_int8']['top1_change'])} of samples"
+                     if sens["all_int8"].get("top1_change") is not None else "") + ".", ""]
+    elif report.get("sensitivity_error"):
+        lines += [f"(sensitivity not computed: {report['sensitivity_error']})", ""]
+    lines += ["| unit | layer types | best model | output error, only this unit int8 | top-1 changed |",
+              "|---|---|---|---|---|"]
+    for row in report["units"]:
+        s = row.get("sensitivity") or {}
+        dtype = row["dtype"] if row["dtype"] == row["proposed"] or row["proposed"] is None \
+            else f"{row['dtype']} (proposed {row['proposed']})"
+        lines.append(f"| {row['unit']} | {' + '.join(row['layer_types'])} | {dtype} | "
+                     f"{_pct(s.get('rel_rmse'))} | {_pct(s.get('top1_change'))} |")
+    lines.append("")
+    if report["float_layers"]:
+        lines += ["Layers that are not units:", "", "| layer | type | why |", "|---|---|---|"]
+        lines += [f"| {f['layer']} | {f['type']} | {f['reason']} |" for f in report["float_layers"]]
+        lines.append("")
+    lines += ["## Trials", "", f"| trial | int8 units | {metric} | latency (ms) | loss | criterion |",
+              "|---|---|---|---|---|---|"]
+    for r in report["history"]:
+        if r["status"] != STATUS_OK:
+            lines.append(f"| {r['trial']} | - | failed: {str(r['error'])[:80]} | - | - | - |")
+            continue
+        mark = " **best**" if best and r["trial"] == best["trial"] else ""
+        lines.append(f"| {r['trial']}{mark} | {len(r['int8_units'])} | {_f(r['accuracy'])} | "
+                     f"{_f(r['latency_ms'])} | {_f(r['loss'], 2)} | "
+                     f"{'meets' if r['met_criterion'] else 'misses'} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.2f} %"
