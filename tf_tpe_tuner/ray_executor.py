@@ -53,8 +53,8 @@ class TrialWorker:
         model.set_weights(weights)
         setup = TuneStrategy(model, Conf(conf), calib, q_func=q_func, eval_dataloader=eval_data,
                              eval_func=eval_func)
-        self.runner = TrialRunner(setup.realizer, setup.evaluator, setup.graph.unit_names,
-                                  reference=reference)
+        setup.evaluator.set_latency_reference(reference)
+        self.runner = TrialRunner(setup.realizer, setup.evaluator, setup.graph.unit_names)
 
     def pid(self) -> int:
         return os.getpid()

@@ -9,9 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable
 
-import numpy as np
-
-from .evaluate import Evaluator, TFLiteModel
+from .evaluate import Evaluator
 
 
 @dataclass
@@ -33,25 +31,21 @@ class TrialOutcome:
 class TrialRunner:
     """Realizes and evaluates configurations of one model.
 
-    `reference`: the fp32 TFLite model. When given, latency is measured as a ratio to it,
-    the two models invoked in alternation in this process, so that a worker sharing a
-    machine with busy neighbours still reports a fair speed-up.
+    When the evaluator has a latency reference (the fp32 model, `set_latency_reference`),
+    each outcome carries the latency ratio measured side by side in this process, which a
+    worker sharing a machine with busy neighbours still reports fairly.
     """
 
-    def __init__(self, realizer, evaluator: Evaluator, unit_order: list[str],
-                 reference: bytes | None = None, rounds: int = 5):
+    def __init__(self, realizer, evaluator: Evaluator, unit_order: list[str]):
         self.realizer = realizer
         self.evaluator = evaluator
         self.unit_order = unit_order
-        self.reference = TFLiteModel(reference, evaluator.num_threads) if reference else None
-        self.rounds = rounds
 
     def run(self, int8_units: Iterable[str]) -> TrialOutcome:
         start = time.perf_counter()
         try:
             realization = self.realizer.realize(frozenset(int8_units))
             evaluation = self.evaluator.evaluate(realization.tflite_model)
-            ratio = self._latency_ratio(realization.tflite_model) if self.reference else None
         except Exception as err:  # a failed trial is recorded, the search goes on
             return TrialOutcome(ok=False, error=f"{type(err).__name__}: {err}",
                                 seconds=time.perf_counter() - start)
@@ -60,19 +54,9 @@ class TrialRunner:
             tflite_model=realization.tflite_model,
             accuracy=evaluation.accuracy,
             latency_ms=evaluation.latency_ms,
-            latency_ratio=ratio,
+            latency_ratio=evaluation.latency_ratio,
             int8_units=sorted(realization.int8_units, key=self.unit_order.index),
             int8_layers=list(realization.int8_layers),
             step_seconds={**realization.seconds, "evaluate": evaluation.seconds},
             seconds=time.perf_counter() - start,
         )
-
-    def _latency_ratio(self, tflite_model: bytes) -> float:
-        candidate = TFLiteModel(tflite_model, self.evaluator.num_threads)
-        per_round = max(10, self.evaluator.iterations // self.rounds)
-        ratios = []
-        for _ in range(self.rounds):
-            ours = candidate.latency_ms(self.evaluator.warmup, per_round)
-            theirs = self.reference.latency_ms(self.evaluator.warmup, per_round)
-            ratios.append(ours / theirs)
-        return float(np.median(ratios))

@@ -21,7 +21,6 @@ from ..errors import TunerInputError
 from ..evaluate import Evaluator, make_metric
 from ..history import STATUS_FAILED, STATUS_OK, JsonlHistory, TrialRecord
 from ..executor import LocalExecutor
-from ..realize import AnnotationRealizer
 from ..realize_denylist import make_realizer
 from ..trial import TrialOutcome, TrialRunner
 from ..walker import ModelGraph, apply_op_wise, walk
@@ -163,6 +162,9 @@ class TuneStrategy:
         the best finished one.
         """
         float_model = self.realizer.realize_float().tflite_model
+        # Latency from here on is a ratio to the fp32 model, invoked side by side: the
+        # speed-ups the search compares do not move with the machine's load.
+        self.evaluator.set_latency_reference(float_model)
         self.baseline = self._evaluate_baseline(float_model)
         resumed = list(self.history)
         self.best = self.add_loss_to_tuned_history_and_find_best(resumed)
@@ -215,8 +217,8 @@ class TuneStrategy:
             return self.evaluated[key]
         runner = self.runner
         if model is not None and model is not self.graph:
-            realizer = AnnotationRealizer(model, self.realizer.calib, self.realizer.batch_size,
-                                          self.realizer.q_func)
+            realizer = type(self.realizer)(model, self.realizer.calib, self.realizer.batch_size,
+                                           self.realizer.q_func)
             runner = TrialRunner(realizer, self.evaluator, model.unit_names)
         trial = self._begin_trial(tune_cfg)
         return self._finish_trial(trial, tune_cfg, runner.run(key))
