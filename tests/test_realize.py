@@ -123,3 +123,22 @@ def test_every_configuration_is_realized_exactly(fixture, request, digits):
     for bits in itertools.product([0, 1], repeat=len(graph.unit_names)):
         int8 = {u for u, b in zip(graph.unit_names, bits) if b}
         assert realizer.realize(int8).int8_units == int8, sorted(int8)
+
+
+def test_fp32_add_relu_unit_between_int8_units_stays_float():
+    """Add+ReLU is one unit; tfmot would quantize the Add's output for the ReLU's sake."""
+    from tf_tpe_tuner._tf import keras
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1))
+    stem = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inputs)
+    r = keras.layers.Conv2D(8, 3, padding="same", name="conv")(stem)
+    h = keras.layers.Add(name="add")([stem, r])
+    h = keras.layers.ReLU(name="relu")(h)
+    h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
+    model = keras.Model(inputs, keras.layers.Dense(10, name="head")(h))
+    graph = walk(model)
+    assert graph.unit("add").layer_types == ("Add", "ReLU")
+    x = np.random.RandomState(0).rand(16, 8, 8, 1).astype("float32")
+    realizer = AnnotationRealizer(graph, ArrayData([x]))
+    for int8 in ({"stem", "conv", "gap", "head"}, {"stem", "gap"}, {"conv", "head"}):
+        assert realizer.realize(int8).int8_units == int8, sorted(int8)

@@ -32,7 +32,7 @@ import numpy as np
 
 from ._tf import keras, tf, tfmot
 from .data import ArrayData
-from .walker import FLAT_MODEL_NAME, ModelGraph, SharedTensor, producers
+from .walker import _REGISTRY, FLAT_MODEL_NAME, ModelGraph, SharedTensor, producers
 
 from tensorflow.python.eager import context as _eager_context
 from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
@@ -140,6 +140,15 @@ def plan_annotations(graph: ModelGraph, int8_units: Iterable[str]) -> Annotation
             sources = {p.name for p in producers(entry) if carries_range(p)}
         if sources:
             guarded[name] = sources
+    # An output-only tail of an fp32 unit (the ReLU of Add+ReLU) makes tfmot quantize the
+    # output of the layer it reads, when tfmot supports that layer: the tail op would turn
+    # int8. A barrier inside the unit stops it (BatchNormalization, unsupported, needs none).
+    for name in output_only:
+        unit_name = graph.unit_of_layer.get(name)
+        if unit_name and graph.unit(unit_name).tail == name and graph.unit(unit_name).head != name:
+            inner = producers(model.get_layer(name))
+            if any(_REGISTRY.supports(p) for p in inner):
+                guarded.setdefault(name, set()).update(p.name for p in inner)
     return AnnotationPlan(full, output_only, guarded)
 
 
