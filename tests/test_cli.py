@@ -251,7 +251,8 @@ def test_tune_meets_criterion_and_writes_results(runs, cnn_files):
     run = runs["tune"]
     assert run.returncode == 0, run
     assert "Traceback" not in run.stderr, run
-    assert sorted(p.name for p in run.out.iterdir()) == sorted(RESULT_FILES), run
+    report_files = ["report.md", "report.json", "pareto.png"]
+    assert sorted(p.name for p in run.out.iterdir()) == sorted(RESULT_FILES + report_files), run
     history, summary, config = read_results(run.out)
 
     e = np.load(cnn_files / "eval.npz")

@@ -114,9 +114,9 @@ def test_failed_trials_are_recorded_and_the_search_goes_on(cnn, digits, tmp_path
 def test_every_trial_failing_ends_with_exit_1(cnn_files, tmp_path):
     out = tmp_path / "out"
     conf = write_conf(tmp_path, max_trials=3)
-    inject = ("import sys, tf_tpe_tuner.realize as r\n"
+    inject = ("import sys, tf_tpe_tuner.realize as r, tf_tpe_tuner.realize_denylist as d\n"
               "def broken(self, units): raise RuntimeError('converter exploded')\n"
-              "r.AnnotationRealizer.realize = broken\n"
+              "r.AnnotationRealizer.realize = d.DenylistRealizer.realize = broken\n"
               "from tf_tpe_tuner.cli import run\n"
               "sys.argv = sys.argv[1:]\n"
               "run()\n")

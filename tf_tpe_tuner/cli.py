@@ -5,12 +5,13 @@ written), 2 bad input (flags, conf, files, model, data), 3 an internal error.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import traceback
 
 from absl import app, flags
+
+from ._native import native_stderr_silenced
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Keras model: a .keras or .h5 file or a SavedModel directory (tf_keras).")
@@ -71,26 +72,10 @@ def check_flags() -> None:
             fail(f"--{name} file {path} does not exist")
 
 
-@contextlib.contextmanager
-def _native_stderr_silenced():
-    """TensorFlow's C++ libraries log to file descriptor 2 when they load and when they first
-    look for devices (oneDNN, CUDA); no environment variable stops that. Python errors raised
-    meanwhile still propagate and are printed after the descriptor is restored."""
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 def _load_tensorflow() -> None:
     from absl import logging as absl_logging
 
-    with _native_stderr_silenced():
+    with native_stderr_silenced():
         from ._tf import tf
 
         tf.config.list_physical_devices()

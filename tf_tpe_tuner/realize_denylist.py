@@ -36,6 +36,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from ._native import native_stderr_silenced
 from ._tf import tf
 from .data import ArrayData
 from .errors import TunerInputError
@@ -389,9 +390,10 @@ class DenylistRealizer:
 
         calibrated = self.calibrate()
         denylist = self.denylist(int8_units)
-        tflite = mlir_quantize(calibrated, denylisted_nodes=denylist,
-                               input_data_type=tf.float32, output_data_type=tf.float32,
-                               disable_per_channel_for_dense_layers=not self.per_channel_dense)
+        with native_stderr_silenced():  # it prints "fully_quantize: 0, ..." on every call
+            tflite = mlir_quantize(calibrated, denylisted_nodes=denylist,
+                                   input_data_type=tf.float32, output_data_type=tf.float32,
+                                   disable_per_channel_for_dense_layers=not self.per_channel_dense)
         stubborn = _int8_denylisted(tflite, set(denylist))
         return force_float(tflite, stubborn) if stubborn else tflite
 
