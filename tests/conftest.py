@@ -3,12 +3,18 @@ import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+import sys
+
 import numpy as np
 import pytest
-from sklearn.datasets import load_digits
 
 import tf_tpe_tuner  # noqa: F401  (selects tf_keras before TensorFlow loads)
 from tf_tpe_tuner._tf import keras
+
+# The bundled demo's CNN and data split are the tests' main subjects too.
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "examples"))
+from demo import build_cnn  # noqa: E402
+from demo import digits as demo_digits  # noqa: E402
 
 FAST_PERF = {"warmup": 5, "iteration": 50, "num_threads": 1}
 
@@ -20,25 +26,7 @@ def fast_conf(**tuning):
 
 @pytest.fixture(scope="session")
 def digits():
-    data = load_digits()
-    x = (data.images / 16.0).astype("float32")[..., None]
-    order = np.random.RandomState(0).permutation(len(x))
-    x, y = x[order], data.target[order]
-    return (x[:1000], y[:1000]), (x[1000:], y[1000:])
-
-
-def build_cnn():
-    inputs = keras.Input((8, 8, 1), name="image")
-    h = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1")(inputs)
-    h = keras.layers.Conv2D(32, 3, padding="same", use_bias=False, name="conv2")(h)
-    h = keras.layers.BatchNormalization(name="bn2")(h)
-    h = keras.layers.ReLU(name="relu2")(h)
-    h = keras.layers.MaxPooling2D(name="pool")(h)
-    h = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv3")(h)
-    h = keras.layers.Flatten(name="flatten")(h)
-    h = keras.layers.Dense(64, activation="relu", name="fc1")(h)
-    outputs = keras.layers.Dense(10, activation="softmax", name="logits")(h)
-    return keras.Model(inputs, outputs, name="cnn")
+    return demo_digits()
 
 
 def build_nested_residual():

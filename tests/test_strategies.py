@@ -127,8 +127,11 @@ def test_tpe_starts_from_the_sensitivity(outlier_cnn, digits, tmp_path):
     assert guided[:n] == expected[:n]  # the most sensitive units fp32, in growing numbers
     assert history[-1].met_criterion  # and it stops at the first configuration that meets
     prior = s._space.p_one  # fp32 more likely for the sensitive units, and for the slow ones
-    assert prior[ranked[0]] >= 0.5 and min(prior.values()) == pytest.approx(0.05)
-    assert all(prior[u] >= 0.6 for u in s.sensitivity.slow_units())
+    by_sensitivity = s.sensitivity.fp32_prior()  # 0.05 (least sensitive) .. 0.5 (most)
+    slow = set(s.sensitivity.slow_units())  # measured latency decides these: not fixed here
+    assert prior[ranked[0]] >= 0.5
+    for unit, p in prior.items():
+        assert p == pytest.approx(max(by_sensitivity[unit], 0.6) if unit in slow else by_sensitivity[unit])
 
 
 def test_tpe_without_sensitivity_draws_its_start_up_points(outlier_cnn, digits, tmp_path):
