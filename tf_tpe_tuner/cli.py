@@ -11,6 +11,7 @@ import traceback
 
 from absl import app, flags
 
+from . import _cli_common
 from ._native import native_stderr_silenced
 
 FLAGS = flags.FLAGS
@@ -45,16 +46,11 @@ PROG = "tf-tpe-tune"
 
 
 def fail(message: str) -> None:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    sys.exit(EXIT_BAD_INPUT)
+    _cli_common.fail(PROG, message)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl's parser exits 1 on a bad flag; bad input exits 2 here."""
-    try:
-        return FLAGS(argv)
-    except flags.Error as err:
-        fail(str(err).splitlines()[0])
+    return _cli_common.parse_or_fail(PROG, FLAGS, argv)
 
 
 def check_flags() -> None:

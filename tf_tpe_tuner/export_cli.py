@@ -17,6 +17,8 @@ import traceback
 
 from absl import app, flags
 
+from . import _cli_common
+
 # Own flag set: tf-tpe-tune's flags live in absl's global one, and both modules can be
 # imported in one process (tests, `python -m`).
 FLAGS = flags.FlagValues()
@@ -49,15 +51,11 @@ PROG = "tf-tpe-export"
 
 
 def fail(message: str) -> None:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    sys.exit(EXIT_BAD_INPUT)
+    _cli_common.fail(PROG, message)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    try:
-        rest = FLAGS(argv)
-    except flags.Error as err:
-        fail(str(err).splitlines()[0])
+    rest = _cli_common.parse_or_fail(PROG, FLAGS, argv)
     if FLAGS.help:
         print(__doc__.strip() + "\n\nflags:\n" + FLAGS.get_help(include_special_flags=False))
         sys.exit(EXIT_OK)
