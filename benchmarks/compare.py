@@ -1,7 +1,7 @@
 """Strategies compared on a zoo of real models: tpe, tpe with Neural Compressor's settings, random,
 basic, against an exhaustive oracle on small spaces.
 
-    python benchmarks/compare.py            # the full run: 3 seeds, every case (~15-20 min on 2 cores)
+    python benchmarks/compare.py            # the full run: 5 seeds, every case (~12 min on 2 cores)
     python benchmarks/compare.py --quick    # 1 seed, 3 small cases, 15 trials (~2-3 min)
     options: --seeds N --cases a,b --max-trials N --cache DIR (trained zoo models) --json FILE
 
@@ -10,13 +10,14 @@ Latency is measured as a ratio to the fp32 model, interleaved (`Evaluator.set_la
 
 Per case (`benchmarks/zoo.py`):
 1. the oracle (spaces up to 2^9): every configuration realized and measured once more (accuracy,
-   latency ratio to fp32: median of two measurements in the full run); `best` = the lowest oracle
+   latency ratio to fp32: median of two measurements in the full run; those that meet the
+   criterion within 15 % of the lowest ratio: median of 3 more); `best` = the lowest oracle
    latency among the configurations that meet the case's criterion. For MobileNetV2 (2^64) there
    is no oracle: after the runs, every configuration that met the criterion within 15 % of the
    lowest latency any run measured is measured again, all in one session (median of 3), and these
    numbers score the runs (`best` = the lowest of them).
 2. each strategy, each seed, with `timeout` large and `max_trials` = min(space, --max-trials) (100
-   for MobileNetV2, 1 seed): the search goes on after the first hit, so that the trial reaching a
+   for MobileNetV2, at most 3 seeds): the search goes on after the first hit, so that the trial reaching a
    configuration within 5 % of `best` can be seen. A configuration is scored with the oracle's
    numbers when there is an oracle (the same measurement for every strategy), else its own.
 
@@ -92,12 +93,21 @@ def oracle(case, graph, conf: Conf, passes: int) -> dict:
     fp32 = realizer.realize_float().tflite_model
     ev.set_latency_reference(fp32)
     base = ev.evaluate(fp32).accuracy
-    table = {}
+    table, ratios = {}, {}
     for bits in itertools.product([0, 1], repeat=len(graph.unit_names)):
         key = frozenset(u for u, b in zip(graph.unit_names, bits) if b)
         tflite = realizer.realize(key).tflite_model if key else fp32
         runs = [ev.evaluate(tflite) for _ in range(passes)]
-        table[key] = (runs[0].accuracy, float(np.median([r.latency_ratio for r in runs])))
+        ratios[key] = [r.latency_ratio for r in runs]
+        table[key] = (runs[0].accuracy, float(np.median(ratios[key])))
+    # The lowest of hundreds of noisy ratios is low by luck (winner's curse): the contenders,
+    # those that meet within 15 % of it, are measured 3 more times each and keep the median.
+    ok = {k: r for k, (a, r) in table.items() if meets(conf, base, a)}
+    low = min(ok.values())
+    for key in [k for k, r in ok.items() if r <= 1.15 * low]:
+        tflite = realizer.realize(key).tflite_model if key else fp32
+        ratios[key] += [ev.evaluate(tflite).latency_ratio for _ in range(3)]
+        table[key] = (table[key][0], float(np.median(ratios[key])))
     return {"base": base, "table": table}
 
 
@@ -212,7 +222,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     quick = args.quick
-    seeds = args.seeds or (1 if quick else 3)
+    seeds = args.seeds or (1 if quick else 5)
     max_trials = args.max_trials or (15 if quick else 40)
     names = args.cases.split(",") if args.cases else (
         ["cnn", "cnn_outliers", "friedman_mse"] if quick else
@@ -234,7 +244,7 @@ def main(argv=None) -> int:
                     oracles[id(case.model)] = oracle(case, graph, conf0, passes=1 if quick else 2)
                 orc = oracles[id(case.model)]
             is_big = n_units > ORACLE_MAX_UNITS
-            case_seeds = 1 if is_big else seeds
+            case_seeds = min(seeds, 3) if is_big else seeds  # ~25 s a run of 100 MobileNetV2 trials
             trials_cap = (30 if quick else 100) if is_big else min(2 ** n_units, max_trials)
             runs = {}
             for variant, extra in VARIANTS.items():

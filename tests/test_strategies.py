@@ -116,22 +116,32 @@ def test_sensitivity_ranks_the_outlier_units_first(outlier_cnn, digits):
     assert [len(f) for f in growing_fallbacks(list("abcdefghijklmnopqrst"))] == [1, 2, 3, 4, 6, 9, 13, 19]
 
 
-def test_tpe_starts_from_the_sensitivity(outlier_cnn, digits, tmp_path):
-    s = make(TpeTuneStrategy, outlier_cnn, digits, tmp_path, exit_policy={"max_trials": 8, "timeout": 0})
+def test_tpe_without_latency_starts_from_the_growing_fallbacks(outlier_cnn, digits, tmp_path):
+    s = make(TpeTuneStrategy, outlier_cnn, digits, tmp_path, strategy={"latency_weight": 0.0},
+             exit_policy={"max_trials": 8, "timeout": 0})
     history = s.traverse().history
     ranked = s.sensitivity.ranked()
+    assert s.surrogate is None and not s.sensitivity.latency
     assert fp32_set(history[0]) == set() and not history[0].met_criterion
     guided = [fp32_set(r) for r in history[1:]]
     expected = [set(f) for f in growing_fallbacks(ranked)]
     n = min(len(guided), len(expected))
     assert guided[:n] == expected[:n]  # the most sensitive units fp32, in growing numbers
     assert history[-1].met_criterion  # and it stops at the first configuration that meets
-    prior = s._space.p_one  # fp32 more likely for the sensitive units, and for the slow ones
-    by_sensitivity = s.sensitivity.fp32_prior()  # 0.05 (least sensitive) .. 0.5 (most)
-    slow = set(s.sensitivity.slow_units())  # measured latency decides these: not fixed here
-    assert prior[ranked[0]] >= 0.5
-    for unit, p in prior.items():
-        assert p == pytest.approx(max(by_sensitivity[unit], 0.6) if unit in slow else by_sensitivity[unit])
+    prior = s._space.p_one  # fp32 more likely for the sensitive units
+    assert prior == pytest.approx(s.sensitivity.fp32_prior()) and prior[ranked[0]] == pytest.approx(0.5)
+
+
+def test_tpe_surrogate_keeps_the_sensitive_units_float_from_the_second_trial(outlier_cnn, digits, tmp_path):
+    s = make(TpeTuneStrategy, outlier_cnn, digits, tmp_path, exit_policy={"max_trials": 2, "timeout": 3600})
+    history = s.traverse().history
+    assert not history[0].met_criterion and s.surrogate is not None
+    assert {"conv2", "conv3"} <= fp32_set(history[1])  # the outlier channels' producer and reader
+    assert history[1].met_criterion
+    prior = s._space.p_one
+    slower = {u for u, beta in zip(s.search_units, s.surrogate.beta) if beta > 0}
+    for unit, p in s.sensitivity.fp32_prior().items():
+        assert prior[unit] == pytest.approx(max(p, 0.6) if unit in slower else p)
 
 
 def test_tpe_without_sensitivity_draws_its_start_up_points(outlier_cnn, digits, tmp_path):
@@ -183,23 +193,21 @@ def test_suggest_values_is_hyperopts_tpe_draw_for_draw(n_labels, pchoice, params
         trials.refresh()
 
 
-def test_sensitivity_measures_latency_and_finds_slow_units(cnn, digits):
+def test_sensitivity_measures_latency(cnn, digits):
     (x, _), _ = digits
     graph = walk(cnn)
     sens = unit_sensitivity(graph, ArrayData([x[:64]]), latency=(5, 50, 1))
     assert set(sens.latency) == set(graph.unit_names)
     assert all(0.1 < r < 10 for r in sens.latency.values())
-    sens.latency = {u: 1.0 for u in graph.unit_names} | {"conv1": 1.3, "fc1": 0.9}
-    assert sens.slow_units() == ["conv1"]
 
 
-def test_tpe_tries_the_best_without_slow_units_once_the_criterion_holds(cnn, digits, tmp_path):
+def test_tpe_drops_a_slow_unit_once_the_criterion_holds(cnn, digits, tmp_path):
     from tf_tpe_tuner.sensitivity import Sensitivity
     s = make(TpeTuneStrategy, cnn, digits, tmp_path, exit_policy={"max_trials": 1, "timeout": 3600})
     s.traverse()  # all-int8, which meets 1 % on this CNN
     assert s.history[0].met_criterion
-    s.sensitivity = Sensitivity({u: 1.0 for u in s.search_units}, list(s.search_units),
-                                latency={u: (1.5 if u == "conv1" else 0.9) for u in s.search_units})
-    s._guided = []
+    s._guided = s._use_sensitivity(Sensitivity(
+        {u: 1e-6 for u in s.search_units}, list(s.search_units),
+        latency={u: (1.5 if u == "conv1" else 0.9) for u in s.search_units}))
     cfg = s._next_guided(s.all_int8_config())
     assert cfg == {**s.all_int8_config(), "conv1": "fp32"}

@@ -7,8 +7,9 @@ metric, no labels, no latency): for each unit, the mean squared difference betwe
 of the model with only that unit int8 and the float model's, divided by the variance of the
 float outputs. Units whose quantization disturbs the output most come first in `ranked()`.
 
-Used by the TPE strategy to choose its first trials (the most sensitive units fp32, in growing
-numbers; then the best configuration so far without its `slow_units`) and to shape its prior
+Used by the TPE strategy: with the latency ratios, for its surrogate model
+(`strategy/surrogate.py`), which proposes the first trials; without, its first trials are the
+most sensitive units fp32 in growing numbers (`growing_fallbacks`); and to shape its prior
 (`fp32_prior`).
 """
 from __future__ import annotations
@@ -33,12 +34,6 @@ class Sensitivity:
     seconds: float = 0.0
     errors: dict[str, str] = field(default_factory=dict)  # unit -> why it could not be measured
     latency: dict[str, float] = field(default_factory=dict)  # unit -> latency / fp32's, only it int8
-
-    def slow_units(self, margin: float = 0.0) -> list[str]:
-        """Units that make the model slower than fp32 when they alone are int8 (by more than
-        `margin`): their int8 kernel does not pay for the quantize/dequantize around it (a first
-        convolution on one input channel, a small Dense, ...)."""
-        return [u for u in self.order if self.latency.get(u, 0.0) > 1.0 + margin]
 
     def ranked(self) -> list[str]:
         """Most sensitive first; a unit that could not be measured counts as most sensitive."""

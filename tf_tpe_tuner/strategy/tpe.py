@@ -12,6 +12,8 @@ from hyperopt.base import JOB_STATE_DONE, Domain
 from ..history import STATUS_OK as RECORD_OK
 from ..history import TrialRecord
 from .base import FP32, INT8, TuneStrategy, frozenset_of
+from ..sensitivity import Sensitivity, growing_fallbacks
+from .surrogate import SensitivitySurrogate
 from .tpe_suggest import BinarySpace, suggest_values
 
 _CHOICES = (INT8, FP32)
@@ -26,12 +28,16 @@ class TpeTuneStrategy(TuneStrategy):
     derived from (`tuning.random_seed`, k): the same seed gives the same configurations.
 
     With `tuning.strategy.tpe.sensitivity` (default), a per-unit sensitivity is measured once
-    from the calibration data when all-int8 is answered (`tf_tpe_tuner.sensitivity`); while no
-    trial meets the criterion, the next trials are all-int8 with the 1, 2, 3, 4, 6, 9, ... most
-    sensitive units fp32; once one meets it, the best so far with the "slow" units fp32 (those
-    that alone in int8 make the model slower than fp32, measured with the sensitivity). TPE's prior
-    for each unit (`hp.pchoice`) gives fp32 a probability from 0.05 (least sensitive) to 0.5
-    (most), 0.6 at least for a slow unit. These trials count as TPE's start-up points.
+    from the calibration data when all-int8 is answered (`tf_tpe_tuner.sensitivity`: each unit's
+    output error and latency ratio to fp32 with only it int8). A `SensitivitySurrogate` built on
+    it and refitted on every trial then proposes the next trials (its fastest unseen
+    configuration predicted to meet the criterion), for up to 2 x `n_initial_points` trials.
+    Without latency (a `latency_func`, or
+    `latency_weight: 0`) the first trials are all-int8 with the 1, 2, 3, 4, 6, 9, ... most
+    sensitive units fp32 until one meets the criterion. TPE's prior for each unit
+    (`hp.pchoice`) gives fp32 a probability from 0.05 (least sensitive) to 0.5 (most), 0.6 at
+    least for a unit the surrogate finds slower in int8. These trials count as TPE's start-up
+    points.
 
     A proposal that was seen already is replaced by the nearest unseen configuration
     (`_nearest_unseen`). Proposals are computed by `tpe_suggest.suggest_values`, which gives exactly what
@@ -55,6 +61,8 @@ class TpeTuneStrategy(TuneStrategy):
         self._space = BinarySpace(self.search_units)
         self.sensitivity = None  # tf_tpe_tuner.sensitivity.Sensitivity, once measured
         self._guided: list[dict[str, str]] | None = None  # the sensitivity-ordered first trials
+        self.surrogate: SensitivitySurrogate | None = None  # guides the first trials, once measured
+        self._guided_trials = 0
         self._trials = Trials()
         self._proposals = len(self.history)  # a resumed run continues the seed sequence
         self._proposed: dict | None = None  # the document of the last proposal
@@ -110,32 +118,49 @@ class TpeTuneStrategy(TuneStrategy):
         return self._trials.new_trial_docs(tid, [None], [self._domain.new_result()], [misc])[0]
 
     def _next_guided(self, first: dict[str, str]) -> dict[str, str] | None:
-        """The next sensitivity-guided first trial, or None when TPE proposes."""
+        """The next sensitivity-guided trial, or None when TPE proposes."""
         if not self._params.get("sensitivity", True) or len(self.search_units) < 2:
             return None
         if self._guided is None:
             if frozenset_of(first) not in self.evaluated:
                 return None  # all-int8 still running (several workers)
             self._guided = self._measure_sensitivity()
+        if self.surrogate is not None:
+            return self._surrogate_proposal()
         if any(r.met_criterion for r in self.history):
-            return self._without_slow_units()  # then TPE refines from here
+            return None
         for cfg in self._guided:
             if not self.seen(cfg):
                 return cfg
         return None
 
-    def _without_slow_units(self) -> dict[str, str] | None:
-        """The best configuration so far with the units that are slower in int8 (alone) fp32."""
-        slow = set(self.sensitivity.slow_units()) if self.sensitivity is not None else set()
-        best = self.best
-        if not slow or best is None or not best.met_criterion:
+    def _surrogate_proposal(self) -> dict[str, str] | None:
+        """The surrogate's best unseen configuration, while it predicts one that meets the
+        criterion, for at most 2 x `n_initial_points` trials. Also when it predicts no gain over
+        the best so far: the trial corrects the model where it is least sure, next to its best."""
+        if self._guided_trials >= 2 * self._params["n_initial_points"]:
             return None
-        cfg = self.full_config({u: FP32 if u in slow else best.config[u] for u in self.search_units})
-        return None if self.seen(cfg) else cfg
+        self._fit_surrogate()
+        best = self.best if self.best is not None and self.best.met_criterion else None
+        searched = set(self.search_units)
+        seen = {key & searched for key in (*self.evaluated, *self.in_flight)}
+        proposal = self.surrogate.propose(seen, (best.key & searched) if best else None)
+        if proposal is None:
+            return None
+        int8, drop, _ = proposal
+        if drop > self.surrogate.criterion:
+            return None
+        self._guided_trials += 1
+        return self.full_config({u: INT8 if u in int8 else FP32 for u in self.search_units})
+
+    def _fit_surrogate(self) -> None:
+        searched = set(self.search_units)
+        self.surrogate.fit((r.key & searched, self._acc_diff(r.accuracy), r.latency_ms / self.baseline.latency_ms)
+                           for r in self.history if r.status == RECORD_OK and r.latency_ms)
 
     def _measure_sensitivity(self) -> list[dict[str, str]]:
         from ..realize_denylist import DenylistRealizer
-        from ..sensitivity import growing_fallbacks, unit_sensitivity
+        from ..sensitivity import unit_sensitivity
 
         realizer = self.realizer
         if not isinstance(realizer, DenylistRealizer):
@@ -145,20 +170,30 @@ class TpeTuneStrategy(TuneStrategy):
         if getattr(ev, "latency_func", None) is None and self.loss_function_config["lat_weight"] > 0:
             timing = (ev.warmup, ev.iterations, ev.num_threads)
         try:
-            self.sensitivity = unit_sensitivity(self.graph, realizer.calib, self.search_units, realizer,
-                                                latency=timing)
+            sensitivity = unit_sensitivity(self.graph, realizer.calib, self.search_units, realizer, latency=timing)
         except Exception as err:  # noqa: BLE001  plain TPE still works
             log.warning("sensitivity not measured (%s: %s); TPE starts without it", type(err).__name__, err)
             return []
-        ranked = self.sensitivity.ranked()
-        prior = self.sensitivity.fp32_prior()
-        for u in self.sensitivity.slow_units():
-            prior[u] = max(prior[u], 0.6)
+        log.info("sensitivity of %d units in %.2f s; most sensitive: %s", len(sensitivity.order),
+                 sensitivity.seconds, ", ".join(sensitivity.ranked()[:5]))
+        return self._use_sensitivity(sensitivity)
+
+    def _use_sensitivity(self, sensitivity: Sensitivity) -> list[dict[str, str]]:
+        """Set the surrogate (when latency was measured) and TPE's prior from `sensitivity`;
+        returns the growing fallbacks, the first trials when there is no surrogate."""
+        self.sensitivity = sensitivity
+        ranked = sensitivity.ranked()
+        prior = sensitivity.fp32_prior()
+        if sensitivity.latency:
+            self.surrogate = SensitivitySurrogate(self.search_units, sensitivity.scores, sensitivity.latency,
+                                                  self.loss_function_config["acc_th"])
+            self._fit_surrogate()
+            for u, beta in zip(self.search_units, self.surrogate.beta):
+                if beta > 0:  # slower int8, all-int8's measured latency considered
+                    prior[u] = max(prior[u], 0.6)
         self._space = BinarySpace(self.search_units, prior)
         self._domain = Domain(lambda _: 0.0, {
             u: hp.pchoice(u, [(1.0 - prior[u], INT8), (prior[u], FP32)]) for u in self.search_units})
-        log.info("sensitivity of %d units in %.2f s; most sensitive: %s", len(ranked),
-                 self.sensitivity.seconds, ", ".join(ranked[:5]))
         return [self.full_config({u: FP32 if u in set(fp32) else INT8 for u in self.search_units})
                 for fp32 in growing_fallbacks(ranked)]
 

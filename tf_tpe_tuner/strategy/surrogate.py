@@ -1,0 +1,170 @@
+"""A cheap model of the search space, built from the per-unit sensitivity and corrected by every
+trial: which configuration to try next, before TPE has enough trials of its own.
+
+Accuracy: the drop of a configuration is predicted as `sum(gamma[u] for u in int8)`, fitted
+by least squares on the trials' drops, pulled towards a prior `alpha * score[u]`: `score` is the
+output error of the model with only unit `u` int8 (`Sensitivity.scores`), `alpha` the largest
+drop per unit of score seen in a trial. The prior ranks the units before any trial says more;
+the fit learns from a trial that misses the criterion which of its int8 units are to blame
+(those that were int8 there and not in the trials that met it).
+
+Latency: `log(latency / fp32 latency) = b0 + sum(beta[u] for u in int8)`, `b0` the cost of
+leaving float at all (quantize/dequantize at the model's edges) and `beta[u]` what making `u`
+int8 saves or costs. Fitted by least squares on the one-unit models' measured ratios
+(`Sensitivity.latency`) and on every trial's ratio. The one-unit models alone count `b0` once
+each, so their product overestimates all-int8; with the all-int8 trial `b0` is identified,
+which is what moves units whose one-unit ratio is near 1 to the right side.
+
+`propose()` ranks unseen configurations by (predicted to miss the criterion, predicted latency):
+all of them for small spaces, else the units the latency model wants int8 (the most sensitive
+per unit of speed fallen back to fp32 until the predicted drop fits) and, around it and around
+the best trial so far, every configuration one or two flips away.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from typing import Iterable, Sequence
+
+import numpy as np
+from threadpoolctl import ThreadpoolController
+
+_ENUMERATE_UP_TO = 12  # units: 4096 configurations are ranked at once
+_RIDGE = 1e-3  # keeps the latency least squares defined while trials are few
+_PRIOR_WEIGHT = 1.0  # of the accuracy prior, per unit, against one trial
+
+
+@functools.cache
+def _blas() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+def _one_blas_thread(method):
+    """OpenBLAS threads on these tiny matrices cost 8 ms a fit instead of 0.1 ms when the cores
+    are busy (as they are, with interpreters running): run them on one thread."""
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with _blas().limit(limits=1, user_api="blas"):
+            return method(*args, **kwargs)
+    return wrapper
+
+
+class SensitivitySurrogate:
+    """Predicts a configuration's accuracy drop and latency ratio to fp32.
+
+    units: the searched units; scores/latency: per unit, from `Sensitivity` (output error and
+    latency ratio to fp32 with only that unit int8); criterion: the largest drop allowed.
+    """
+
+    def __init__(self, units: Sequence[str], scores: dict[str, float], latency: dict[str, float],
+                 criterion: float):
+        self.units = list(units)
+        self._index = {u: i for i, u in enumerate(self.units)}
+        self._rows: dict[frozenset, np.ndarray] = {}
+        self.criterion = criterion
+        finite = [s for s in scores.values() if math.isfinite(s)]
+        worst = max(finite, default=1.0) or 1.0  # an unmeasured unit counts as the worst one
+        self.scores = np.array([scores.get(u, worst) if math.isfinite(scores.get(u, math.inf)) else worst
+                                for u in self.units])
+        self.gamma = np.zeros(len(self.units))
+        self._singles = [(frozenset([u]), math.log(latency[u])) for u in self.units if latency.get(u, 0) > 0]
+        self._trials: list[tuple[frozenset, float]] = []
+        self.b0, self.beta = 0.0, np.zeros(len(self.units))
+        self._fit_latency()
+
+    @_one_blas_thread
+    def fit(self, trials: Iterable[tuple[Iterable[str], float, float]]) -> None:
+        """Refit on every trial so far: (int8 units, accuracy drop, latency ratio to fp32)."""
+        self._trials, rows, drops = [], [], []
+        for int8, drop, ratio in trials:
+            key = frozenset(int8)
+            if ratio and ratio > 0 and math.isfinite(ratio):
+                self._trials.append((key, math.log(ratio)))
+            if math.isfinite(drop):
+                rows.append(self._vector(key))
+                drops.append(drop)
+        totals = [float(row @ self.scores) for row in rows]
+        alpha = max([0.0] + [d / t for d, t in zip(drops, totals) if t > 0])
+        prior = alpha * self.scores
+        if rows:
+            x, y = np.array(rows), np.array(drops)
+            lam = _PRIOR_WEIGHT * np.eye(len(self.units))
+            self.gamma = np.linalg.solve(x.T @ x + lam, x.T @ y + lam @ prior)
+        else:
+            self.gamma = prior
+        self._fit_latency()
+
+    def _fit_latency(self) -> None:
+        rows = self._singles + self._trials
+        if not rows:
+            return
+        units = np.stack([self._vector(key) for key, _ in rows])
+        x = np.column_stack([units.any(axis=1), units])
+        y = np.array([value for _, value in rows])
+        n = x.shape[1]
+        theta = np.linalg.solve(x.T @ x + _RIDGE * np.eye(n), x.T @ y)
+        self.b0, self.beta = float(theta[0]), theta[1:]
+
+    def _vector(self, int8: Iterable[str]) -> np.ndarray:
+        """The configuration as 0/1 per unit (cached: every fit revisits every trial)."""
+        key = frozenset(int8)
+        row = self._rows.get(key)
+        if row is None:
+            row = np.zeros(len(self.units))
+            row[[self._index[u] for u in key if u in self._index]] = 1.0
+            self._rows[key] = row
+        return row
+
+    def predict(self, int8: Iterable[str]) -> tuple[float, float]:
+        """(accuracy drop, latency ratio to fp32) predicted for the configuration."""
+        v = self._vector(int8)
+        return float(v @ self.gamma), math.exp(self._log_latency(v[None, :])[0])
+
+    def _log_latency(self, matrix: np.ndarray) -> np.ndarray:
+        return (matrix.any(axis=1) * self.b0) + matrix @ self.beta
+
+    @_one_blas_thread
+    def propose(self, seen: set[frozenset], incumbent: Iterable[str] | None = None
+                ) -> tuple[frozenset, float, float] | None:
+        """The unseen configuration ranked first, as (int8 units, predicted drop, predicted latency
+        ratio), or None when every candidate was seen."""
+        matrix = self._candidates(incumbent)
+        drops = matrix @ self.gamma
+        latency = self._log_latency(matrix)
+        seen_rows = {self._vector(key).tobytes() for key in seen}
+        for i in np.lexsort((latency, drops > self.criterion)):
+            if matrix[i].tobytes() not in seen_rows:
+                key = frozenset(u for u, bit in zip(self.units, matrix[i]) if bit)
+                return key, float(drops[i]), math.exp(latency[i])
+        return None
+
+    def _candidates(self, incumbent: Iterable[str] | None) -> np.ndarray:
+        n = len(self.units)
+        if n <= _ENUMERATE_UP_TO:
+            return np.array(list(itertools.product([0.0, 1.0], repeat=n)))
+        centres = [self._knapsack()]
+        if incumbent is not None:
+            centres.append(self._vector(incumbent))
+        first, second = np.triu_indices(n, k=1)
+        blocks = []
+        for centre in centres:
+            ones = np.tile(centre, (n, 1))
+            ones[np.arange(n), np.arange(n)] = 1.0 - centre
+            twos = np.tile(centre, (len(first), 1))
+            rows = np.arange(len(first))
+            twos[rows, first] = 1.0 - centre[first]
+            twos[rows, second] = 1.0 - centre[second]
+            blocks += [centre[None, :], ones, twos]
+        return np.concatenate(blocks)
+
+    def _knapsack(self) -> np.ndarray:
+        """The units that make the model faster int8, minus those that lose the most accuracy per
+        unit of speed until the predicted drop fits the criterion."""
+        row = (self.beta < 0).astype(float)
+        gain = np.maximum(-self.beta, 1e-9)
+        for i in np.argsort(-self.gamma / gain):
+            if row @ self.gamma <= self.criterion or self.gamma[i] <= 0:
+                break
+            row[i] = 0.0
+        return row
