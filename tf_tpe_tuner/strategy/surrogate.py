@@ -22,32 +22,22 @@ the best trial so far, every configuration one or two flips away.
 """
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 from typing import Iterable, Sequence
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
 _ENUMERATE_UP_TO = 12  # units: 4096 configurations are ranked at once
 _RIDGE = 1e-3  # keeps the latency least squares defined while trials are few
 _PRIOR_WEIGHT = 1.0  # of the accuracy prior, per unit, against one trial
 
 
-@functools.cache
-def _blas() -> ThreadpoolController:
-    return ThreadpoolController()
 
-
-def _one_blas_thread(method):
-    """OpenBLAS threads on these tiny matrices cost 8 ms a fit instead of 0.1 ms when the cores
-    are busy (as they are, with interpreters running): run them on one thread."""
-    @functools.wraps(method)
-    def wrapper(*args, **kwargs):
-        with _blas().limit(limits=1, user_api="blas"):
-            return method(*args, **kwargs)
-    return wrapper
+def _gram(x: np.ndarray) -> np.ndarray:
+    """x.T @ x without BLAS: OpenBLAS threads on matrices this small take 10-15 ms instead of
+    0.5 ms when the cores are busy (as they are, with interpreters running)."""
+    return np.einsum("ij,ik->jk", x, x)
 
 
 class SensitivitySurrogate:
@@ -73,7 +63,6 @@ class SensitivitySurrogate:
         self.b0, self.beta = 0.0, np.zeros(len(self.units))
         self._fit_latency()
 
-    @_one_blas_thread
     def fit(self, trials: Iterable[tuple[Iterable[str], float, float]]) -> None:
         """Refit on every trial so far: (int8 units, accuracy drop, latency ratio to fp32)."""
         self._trials, rows, drops = [], [], []
@@ -89,8 +78,8 @@ class SensitivitySurrogate:
         prior = alpha * self.scores
         if rows:
             x, y = np.array(rows), np.array(drops)
-            lam = _PRIOR_WEIGHT * np.eye(len(self.units))
-            self.gamma = np.linalg.solve(x.T @ x + lam, x.T @ y + lam @ prior)
+            self.gamma = np.linalg.solve(_gram(x) + _PRIOR_WEIGHT * np.eye(len(self.units)),
+                                         x.T @ y + _PRIOR_WEIGHT * prior)
         else:
             self.gamma = prior
         self._fit_latency()
@@ -103,7 +92,7 @@ class SensitivitySurrogate:
         x = np.column_stack([units.any(axis=1), units])
         y = np.array([value for _, value in rows])
         n = x.shape[1]
-        theta = np.linalg.solve(x.T @ x + _RIDGE * np.eye(n), x.T @ y)
+        theta = np.linalg.solve(_gram(x) + _RIDGE * np.eye(n), x.T @ y)
         self.b0, self.beta = float(theta[0]), theta[1:]
 
     def _vector(self, int8: Iterable[str]) -> np.ndarray:
@@ -124,7 +113,6 @@ class SensitivitySurrogate:
     def _log_latency(self, matrix: np.ndarray) -> np.ndarray:
         return (matrix.any(axis=1) * self.b0) + matrix @ self.beta
 
-    @_one_blas_thread
     def propose(self, seen: set[frozenset], incumbent: Iterable[str] | None = None
                 ) -> tuple[frozenset, float, float] | None:
         """The unseen configuration ranked first, as (int8 units, predicted drop, predicted latency

@@ -12,7 +12,8 @@ from hyperopt.base import JOB_STATE_DONE, Domain
 from ..history import STATUS_OK as RECORD_OK
 from ..history import TrialRecord
 from .base import FP32, INT8, TuneStrategy, frozenset_of
-from ..sensitivity import Sensitivity, growing_fallbacks
+from ..realize_denylist import DenylistRealizer
+from ..sensitivity import Sensitivity, growing_fallbacks, unit_sensitivity
 from .surrogate import SensitivitySurrogate
 from .tpe_suggest import BinarySpace, suggest_values
 
@@ -32,9 +33,8 @@ class TpeTuneStrategy(TuneStrategy):
     output error and latency ratio to fp32 with only it int8). A `SensitivitySurrogate` built on
     it and refitted on every trial then proposes the next trials (its fastest unseen
     configuration predicted to meet the criterion), for up to 2 x `n_initial_points` trials.
-    Without latency (a `latency_func`, or
-    `latency_weight: 0`) the first trials are all-int8 with the 1, 2, 3, 4, 6, 9, ... most
-    sensitive units fp32 until one meets the criterion. TPE's prior for each unit
+    Without latency (a `latency_func`, or `latency_weight: 0`) the first trials are all-int8
+    with the 1, 2, 3, 4, 6, 9, ... most sensitive units fp32 until one meets the criterion. TPE's prior for each unit
     (`hp.pchoice`) gives fp32 a probability from 0.05 (least sensitive) to 0.5 (most), 0.6 at
     least for a unit the surrogate finds slower in int8. These trials count as TPE's start-up
     points.
@@ -159,9 +159,6 @@ class TpeTuneStrategy(TuneStrategy):
                            for r in self.history if r.status == RECORD_OK and r.latency_ms)
 
     def _measure_sensitivity(self) -> list[dict[str, str]]:
-        from ..realize_denylist import DenylistRealizer
-        from ..sensitivity import unit_sensitivity
-
         realizer = self.realizer
         if not isinstance(realizer, DenylistRealizer):
             realizer = DenylistRealizer(self.graph, self.realizer.calib, self.realizer.batch_size)
