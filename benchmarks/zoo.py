@@ -12,6 +12,7 @@ that all-int8 comes out with a slightly lower MSE than float; friedman1 is the h
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -21,6 +22,9 @@ import numpy as np  # noqa: E402
 
 import tf_tpe_tuner  # noqa: E402,F401  (selects tf_keras first)
 from tf_tpe_tuner._tf import keras, tf  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
+from demo import build_cnn  # noqa: E402  the bundled demo's CNN, as the tests use it
 
 DEFAULT_CACHE = os.path.join(os.environ.get("TMPDIR", "/tmp"), "tf_tpe_tuner_zoo")
 CALIB = 100
@@ -91,20 +95,6 @@ def diabetes():
 
 
 # -- models ------------------------------------------------------------------------------------
-
-def build_cnn(name="cnn"):
-    inputs = keras.Input((8, 8, 1), name="image")
-    h = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1")(inputs)
-    h = keras.layers.Conv2D(32, 3, padding="same", use_bias=False, name="conv2")(h)
-    h = keras.layers.BatchNormalization(name="bn2")(h)
-    h = keras.layers.ReLU(name="relu2")(h)
-    h = keras.layers.MaxPooling2D(name="pool")(h)
-    h = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv3")(h)
-    h = keras.layers.Flatten(name="flatten")(h)
-    h = keras.layers.Dense(64, activation="relu", name="fc1")(h)
-    outputs = keras.layers.Dense(10, activation="softmax", name="logits")(h)
-    return keras.Model(inputs, outputs, name=name)
-
 
 def build_rescnn():
     inputs = keras.Input((8, 8, 1), name="image")
