@@ -26,8 +26,10 @@ Columns (medians over seeds; ">N" = not reached in N trials):
   near-best   trials / seconds until the first one that meets it with latency <= 1.05 x best
   lat/int8, lat/fp32   latency of the strategy's answer (the fastest that meets) relative to the
               all-int8 and to the fp32 model; drop = its accuracy drop (relative, %)
-  per trial   realize (calibrate/quantize/inspect), evaluate (accuracy + latency), tuner (everything
-              else in the loop: proposals, hyperopt, history, logging), ms, medians over trials
+  per trial   realize, and its steps (quantize = re-quantize with the denylist, inspect = read the
+              int8 layers back; calibration happens once, in trial 1), evaluate (accuracy + latency),
+              tuner (everything else in the loop: proposals, surrogate, hyperopt, history, logging),
+              ms, medians over trials
   tuner %     the tuner's own work in the wall-clock time of the search (setup excluded), and
               `sens s` the one-off sensitivity measurement of `tpe` (shown apart)
 Seconds count from the start of `traverse()` (fp32 conversion and baseline included).
@@ -184,6 +186,8 @@ def score(run: dict, conf: Conf, orc: dict | None, best_ratio: float, all_int8_k
                    drop=100 * drop_of(conf, base, acc))
     trials = run["records"][1:] or run["records"]  # trial 1 carries the one-off calibration
     n = max(1, run["trials"])
+    steps = sorted({k for r in trials for k in r["steps"] if k != "evaluate"})
+    out["steps_ms"] = {k: 1e3 * float(np.median([r["steps"].get(k, 0.0) for r in trials])) for k in steps}
     out.update(realize_ms=1e3 * float(np.median([r["realize"] for r in trials])),
                evaluate_ms=1e3 * float(np.median([r["evaluate"] for r in trials])),
                tuner_ms=1e3 * run["tuner"] / n,
@@ -298,6 +302,8 @@ def main(argv=None) -> int:
                     "lat_int8": med([s.get("lat_int8") for s in scores]), "lat_fp32": med([s.get("lat_fp32") for s in scores]),
                     "drop": med([s.get("drop") for s in scores], "{:.2f}"),
                     "realize_ms": med([s["realize_ms"] for s in scores], "{:.0f}"),
+                    "steps": " ".join(f"{k} {med([s['steps_ms'].get(k) for s in scores], '{:.0f}')}"
+                                      for k in sorted({k for s in scores for k in s["steps_ms"]})),
                     "evaluate_ms": med([s["evaluate_ms"] for s in scores], "{:.0f}"),
                     "tuner_ms": med([s["tuner_ms"] for s in scores], "{:.1f}"),
                     "tuner_pct": med([s["tuner_pct"] for s in scores], "{:.1f}"),
@@ -317,9 +323,9 @@ def main(argv=None) -> int:
 
 def report(rows: list[dict]) -> None:
     head = ["case", "space", "strategy", "meet", "s", "near-best", "s", "lat/int8", "lat/fp32", "drop%",
-            "realize ms", "eval ms", "tuner ms", "tuner %", "sens s", "wall s"]
+            "realize ms", "(steps ms)", "eval ms", "tuner ms", "tuner %", "sens s", "wall s"]
     keys = ["case", "space", "variant", "meet", "meet_s", "near", "near_s", "lat_int8", "lat_fp32", "drop",
-            "realize_ms", "evaluate_ms", "tuner_ms", "tuner_pct", "sens_s", "wall_s"]
+            "realize_ms", "steps", "evaluate_ms", "tuner_ms", "tuner_pct", "sens_s", "wall_s"]
     for title, pick in (("Cases where all-int8 misses the criterion (the answer is a mix)", lambda r: r["hard"]),
                         ("Cases where all-int8 already meets the criterion", lambda r: not r["hard"])):
         part = [r for r in rows if pick(r)]
