@@ -1,6 +1,13 @@
 """Where one tuning trial's time goes, and how the all-int8 realization compares with the converter's PTQ.
 
     python benchmarks/trial_steps.py        (from the repository root; ~4-6 min on 2 cores)
+    python benchmarks/trial_steps.py --models mobilenetv2 --zoo /tmp/tf_tpe_tuner_zoo --steps-only
+                                            (only the trial steps of MobileNetV2, ~2 min)
+
+Options: `--models` (cnn, mobilenetv2; both by default); `--zoo DIR` takes MobileNetV2 from the
+benchmark zoo's cache (`benchmarks/zoo.py`: same architecture, data and recipe, its own training
+run) instead of training it here; `--steps-only` measures only 2. (no float / PTQ routes, no extra
+latency rounds, no from_keras_model comparison); `--repeats N` (3).
 
 On two models -- the demo CNN of examples/demo.py (8x8 digits, trained as the demo trains it) and
 tf_keras MobileNetV2 (alpha 0.35, 32x32x1 input, BatchNormalization momentum 0.9) trained on the
@@ -28,11 +35,13 @@ digits upsampled to 32x32 -- it measures:
    quantize-applied, calibrated model, against the concrete-function path (`realize.convert`),
    and whether both give the same outputs.
 
-Calibration: the first 200 training samples for both models (the demo's sampling_size).
+Calibration: the first 200 training samples for both models (the demo's sampling_size), also
+with `--zoo`.
 Nothing is written to disk. Failures are caught per step and reported with a traceback excerpt.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
 import statistics
@@ -91,6 +100,17 @@ def digits32():
     (x_train, y_train), (x_test, y_test) = digits()
     up = lambda x: tf.image.resize(x, (32, 32), method="bilinear").numpy().astype("float32")  # noqa: E731
     return (up(x_train), y_train), (up(x_test), y_test)
+
+
+def zoo_mobilenet(cache: str):
+    """The zoo's MobileNetV2 (cached; built and trained like `train_mobilenet`), the same data split."""
+    sys.path.insert(0, _HERE)
+    import zoo
+    model = zoo.load_cases(cache, names=["mobilenetv2"], log=log)[0].model
+    (x_train, _), (x_test, y_test) = digits32()
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    _, acc = model.evaluate(x_test, y_test, verbose=0)
+    return model, x_train[:CALIB_SAMPLES], x_test, y_test, acc
 
 
 def train_mobilenet(epochs: int = 20):
@@ -204,7 +224,8 @@ def time_config(label, realizer, evaluator, units) -> dict:
             "units": first["_units"], "tflite": first["_tflite"]}
 
 
-def bench_model(name, model, calib_x, x_test, y_test, keras_acc, results, notes, compare_from_keras=False):
+def bench_model(name, model, calib_x, x_test, y_test, keras_acc, results, notes, compare_from_keras=False,
+                steps_only=False):
     log(f"{name}: Keras test accuracy {keras_acc:.4f}; walking the graph")
     graph = walk(model)
     units = graph.unit_names
@@ -239,10 +260,12 @@ def bench_model(name, model, calib_x, x_test, y_test, keras_acc, results, notes,
         real = realizer.realize_float()
         return real.tflite_model, real.seconds["convert"]
 
-    route("float TFLite", float_route)
-    route("converter PTQ full-int8", lambda: ptq(model, calib_x))
-    float_out = outputs(res["routes"]["float TFLite"]["tflite"], x_test) \
-        if "tflite" in res["routes"]["float TFLite"] else None
+    float_out = None
+    if not steps_only:
+        route("float TFLite", float_route)
+        route("converter PTQ full-int8", lambda: ptq(model, calib_x))
+        if "tflite" in res["routes"]["float TFLite"]:
+            float_out = outputs(res["routes"]["float TFLite"]["tflite"], x_test)
 
     for label, cfg in (("all-int8", units), (f"mixed ({len(mixed)}/{len(units)} int8)", mixed)):
         try:
@@ -276,7 +299,7 @@ def bench_model(name, model, calib_x, x_test, y_test, keras_acc, results, notes,
     made = [r for r in res["routes"].values() if "tflite" in r]
     for r in made:
         r["lat_rounds"] = []
-    for _ in range(3):
+    for _ in range(0 if steps_only else 3):
         for r in made:
             r["lat_rounds"].append(latency(r["tflite"]))
     if float_out is not None:
@@ -293,7 +316,7 @@ def bench_model(name, model, calib_x, x_test, y_test, keras_acc, results, notes,
         notes.append(f"{name}: all-int8 accuracy {ours['acc']:.4f} is "
                      f"{100 * (ptq_r['acc'] - ours['acc']):.2f} points below PTQ {ptq_r['acc']:.4f}")
 
-    if compare_from_keras:
+    if compare_from_keras and not steps_only:
         try:
             log(f"{name}: from_keras_model(qmodel).convert() vs the concrete-function path")
             plan = R.plan_annotations(graph, units)
@@ -415,20 +438,36 @@ def report(results, notes, total):
           f"on {os.cpu_count()} CPUs -- times are inflated if other processes shared the machine")
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    global REPEATS
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="cnn,mobilenetv2", help="comma-separated: cnn, mobilenetv2")
+    ap.add_argument("--zoo", metavar="DIR", help="take MobileNetV2 from the benchmark zoo's cache in DIR")
+    ap.add_argument("--steps-only", action="store_true", help="only the per-step times of the trials")
+    ap.add_argument("--repeats", type=int, default=REPEATS)
+    args = ap.parse_args(argv)
+    REPEATS = args.repeats
+    models = args.models.split(",")
     cmd = " ".join(shlex.quote(a) for a in ["python"] + sys.argv)
     print(f"$ cd {shlex.quote(os.getcwd())} && {cmd}   (interpreter: {sys.executable})", flush=True)
     print(f"tensorflow {tf.__version__}, tf_keras {keras.__version__}, {os.cpu_count()} CPUs, "
           f"load average at start {os.getloadavg()[0]:.2f}", flush=True)
     results, notes = [], []
 
-    log("training the demo CNN (15 epochs, batch 32, adam)")
-    model, calib_x, x_test, y_test, acc = train_cnn()
-    bench_model("demo CNN", model, calib_x, x_test, y_test, acc, results, notes)
+    if "cnn" in models:
+        log("training the demo CNN (15 epochs, batch 32, adam)")
+        model, calib_x, x_test, y_test, acc = train_cnn()
+        bench_model("demo CNN", model, calib_x, x_test, y_test, acc, results, notes, steps_only=args.steps_only)
 
-    log("training MobileNetV2 alpha 0.35 on 32x32 digits (BN momentum 0.9, 20 epochs, batch 32, adam)")
-    model, calib_x, x_test, y_test, acc = train_mobilenet()
-    bench_model("MobileNetV2", model, calib_x, x_test, y_test, acc, results, notes, compare_from_keras=True)
+    if "mobilenetv2" in models:
+        if args.zoo:
+            log(f"MobileNetV2 from the zoo cache {args.zoo}")
+            model, calib_x, x_test, y_test, acc = zoo_mobilenet(args.zoo)
+        else:
+            log("training MobileNetV2 alpha 0.35 on 32x32 digits (BN momentum 0.9, 20 epochs, batch 32, adam)")
+            model, calib_x, x_test, y_test, acc = train_mobilenet()
+        bench_model("MobileNetV2", model, calib_x, x_test, y_test, acc, results, notes, compare_from_keras=True,
+                    steps_only=args.steps_only)
 
     report(results, notes, time.perf_counter() - _T0)
     return 0

@@ -2,12 +2,14 @@
 import numpy as np
 import pytest
 
+from tf_tpe_tuner import realize as realize_module
 from tf_tpe_tuner import walk
-from tf_tpe_tuner._tf import tf
+from tf_tpe_tuner._tf import keras, tf
 from tf_tpe_tuner.data import ArrayData
 from tf_tpe_tuner.evaluate import TFLiteModel
 from tf_tpe_tuner.realize import AnnotationRealizer, build_annotated_model, calibrate, \
-    int8_flat_layers, plan_annotations, quantize_apply
+    fold_batch_norms, int8_flat_layers, plan_annotations, quantize_apply
+from tf_tpe_tuner.realize_denylist import DenylistRealizer
 
 
 def accuracy(tflite, x, y):
@@ -142,3 +144,110 @@ def test_fp32_add_relu_unit_between_int8_units_stays_float():
     realizer = AnnotationRealizer(graph, ArrayData([x]))
     for int8 in ({"stem", "conv", "gap", "head"}, {"stem", "gap"}, {"conv", "head"}):
         assert realizer.realize(int8).int8_units == int8, sorted(int8)
+
+
+def bn_model(head: str, **bn_options):
+    """stem -> `head` (conv, depthwise or dense) -> BatchNormalization -> ReLU -> logits, with
+    random BN statistics and head bias, so that folding has something to fold."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="stem")(inputs)
+    if head == "conv":
+        h = keras.layers.Conv2D(8, 3, padding="same", name="head")(h)
+    elif head == "depthwise":
+        h = keras.layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2, name="head")(h)
+    else:
+        h = keras.layers.Dense(8, name="head")(keras.layers.Flatten(name="flat")(h))
+    h = keras.layers.ReLU(name="relu")(keras.layers.BatchNormalization(name="bn", **bn_options)(h))
+    if head != "dense":
+        h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
+    model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(h))
+    rng = np.random.RandomState(1)
+    bn = model.get_layer("bn")
+    n = bn.moving_mean.shape[0]
+    random = {"gamma": rng.uniform(-2, 2, n), "beta": rng.normal(0, 1, n), "moving_mean": rng.normal(0, 1, n),
+              "moving_variance": rng.uniform(0.01, 4, n)}
+    bn.set_weights([random[v.name.split("/")[-1].split(":")[0]] for v in bn.weights])
+    model.get_layer("head").bias.assign(rng.normal(0, 0.5, n))
+    return model
+
+
+@pytest.mark.parametrize("head, bn_options", [("conv", {}), ("depthwise", {}), ("dense", {}),
+                                              ("conv", {"scale": False})])
+def test_folding_batch_norm_keeps_the_float_outputs(head, bn_options, digits):
+    (x, _), _ = digits
+    graph = walk(bn_model(head, **bn_options))
+    weights = fold_batch_norms(graph.model)
+    assert set(weights) == {"head", "bn"}
+    *_, mean, variance = weights["bn"]
+    np.testing.assert_array_equal(mean, 0.0)
+    np.testing.assert_array_equal(variance + graph.model.get_layer("bn").epsilon, np.float32(1))
+    annotated = build_annotated_model(graph, plan_annotations(graph, graph.unit_names), weights)
+    np.testing.assert_allclose(annotated(x).numpy(), graph.model(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_no_folding_without_beta():
+    """A BN without beta cannot carry the shifted mean."""
+    assert fold_batch_norms(walk(bn_model("conv", center=False)).model) == {}
+
+
+def weight_scales(tflite, op_name):
+    from ai_edge_litert.interpreter import Interpreter
+    interp = Interpreter(model_content=tflite)
+    op = next(op for op in interp._get_ops_details() if op["op_name"] == op_name)
+    return interp._get_tensor_details(op["inputs"][1], 0)["quantization_parameters"]["scales"]
+
+
+@pytest.mark.parametrize("head, op_name", [("conv", "CONV_2D"), ("depthwise", "DEPTHWISE_CONV_2D")])
+def test_weights_are_quantized_as_the_converter_does(head, op_name, digits):
+    """BN folded first, a depthwise kernel per output channel: the denylist backend's weights."""
+    (x, _), _ = digits
+    graph = walk(bn_model(head))
+    calib = ArrayData([x[:64]])
+    ours = AnnotationRealizer(graph, calib).realize(["head"])
+    theirs = DenylistRealizer(graph, calib).realize(["head"])
+    assert ours.int8_units == theirs.int8_units == {"head"}
+    np.testing.assert_allclose(weight_scales(ours.tflite_model, op_name),
+                               weight_scales(theirs.tflite_model, op_name), rtol=1e-5)
+
+
+def test_a_q_func_gets_tfmot_s_own_scheme(digits):
+    """A q_func may fine-tune: no folded BN, tfmot's per-multiplier depthwise ranges."""
+    (x, _), _ = digits
+    graph = walk(bn_model("depthwise"))
+    seen = {}
+
+    def q_func(qmodel):
+        seen.update({v.name: v.numpy() for v in qmodel.weights})
+
+    realization = AnnotationRealizer(graph, ArrayData([x[:64]]), q_func=q_func).realize(["head"])
+    assert realization.int8_units == {"head"}
+    (mean,) = [value for name, value in seen.items() if "moving_mean" in name]
+    np.testing.assert_array_equal(mean, graph.model.get_layer("bn").moving_mean.numpy())
+    assert seen["quant_head/depthwise_kernel_min:0"].shape == (2,)  # the depth multiplier
+
+
+def test_later_realizations_reuse_the_recorded_ranges(cnn, digits, monkeypatch):
+    """Ranges are the float model's, whatever the configuration: recorded once, then looked up;
+    recorded again only for a quantizer not seen yet."""
+    (x, _), (xt, _) = digits
+    graph = walk(cnn)
+    calib = ArrayData([x[:64]])
+    passes = []
+    recording = realize_module._recording_fake_quants
+    monkeypatch.setattr(realize_module, "_recording_fake_quants",
+                        lambda ranges: passes.append(ranges) or recording(ranges))
+    predict = lambda tflite: TFLiteModel(tflite, num_threads=1).predict(ArrayData([xt]), 256)  # noqa: E731
+    realizer = AnnotationRealizer(graph, calib)
+    realizer.realize(graph.unit_names)
+    assert len(passes) == 1
+    # conv1 reads the model input (tfmot's QuantizeLayer, named afresh in each model); conv2 reads
+    # conv1's range through a barrier and its ReLU's range is the one all-int8 has
+    for int8, new_quantizer in ((["conv1", "conv3", "fc1", "logits"], False),
+                                (["conv1", "conv3", "logits"], True)):  # fc1's output range: new
+        before = len(passes)
+        cached = realizer.realize(int8)
+        assert len(passes) == before + new_quantizer
+        fresh = AnnotationRealizer(graph, calib).realize(int8)
+        assert cached.int8_units == fresh.int8_units == set(int8)
+        np.testing.assert_array_equal(predict(cached.tflite_model), predict(fresh.tflite_model))

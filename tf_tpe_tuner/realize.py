@@ -14,9 +14,22 @@ exactly where asked (measured on this stack, see BUILD_NOTES.md):
   neither fold nor quantize. It costs two CAST ops and changes a value by at most 2^-11 of
   itself, far below the int8 step of the dequantized tensor it reads.
 - Ranges are not learned: the freshly applied model has every range at +-6. Calibration runs
-  the quantized model with every fake-quant replaced by an identity that records its input,
-  so each quantizer gets the float model's observed min/max over the calibration samples
-  (weights: their own min/max, per channel where tfmot quantizes per channel).
+  the quantized model with every fake-quant (and every barrier) replaced by an identity that
+  records its input, so each quantizer gets the float model's observed min/max over the
+  calibration samples (weights: their own min/max, per channel where tfmot quantizes per
+  channel). Those values do not depend on the configuration: the realizer keeps them by a key
+  that names the quantized tensor, and records again only when a model has a quantizer it has
+  not seen yet (with 2^n configurations, a few recording passes serve every trial).
+- Weights are quantized as the converter quantizes them on its own (the denylist backend),
+  so that both backends give the same int8 weights: BatchNormalization is folded into the Conv2D /
+  DepthwiseConv2D / Dense before it, in the weights only (`fold_batch_norms`: the kernel
+  scaled per output channel, the BN left as `x + beta`), and a depthwise kernel is quantized
+  per output channel (`ConverterLikeScheme`). tfmot quantizes the kernel it is given, the
+  converter folds the BN in afterwards; per output channel that comes to the same, but tfmot
+  quantizes a depthwise kernel per depth multiplier (per tensor when it is 1) and a Dense
+  kernel per tensor: MobileNetV2's depthwise weight scales came out up to 3x the converter's.
+  Not when a `q_func` is given: it may fine-tune the quantized model, and a folded BN trains
+  differently; tfmot's own scheme is used then.
 - Conversion goes through a concrete function, not `from_keras_model`, which spends most of
   its time saving a SavedModel (27-41 s against 2-3 s on MobileNetV2).
 """
@@ -37,6 +50,9 @@ from .walker import _REGISTRY, FLAT_MODEL_NAME, ModelGraph, SharedTensor, produc
 from tensorflow.python.eager import context as _eager_context
 from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
 from tensorflow_model_optimization.python.core.quantization.keras import quantizers as tfmot_quantizers
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import default_8bit_quantize_registry
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import default_8bit_quantize_scheme
+from tensorflow_model_optimization.python.core.quantization.keras.quantize_layer import QuantizeLayer
 
 _Q = tfmot.quantization.keras
 REALIZATION_NAME = "annotate"
@@ -69,11 +85,51 @@ class OutputRangeConfig(_Q.QuantizeConfig):
 class PrecisionBarrier(keras.layers.Layer):
     """A float16 round trip that keeps the converter from quantizing the op after it."""
 
+    round_trip = True  # off while calibrating: the recorded values are the float model's
+
     def call(self, inputs):
+        if not PrecisionBarrier.round_trip:
+            return inputs
         return tf.cast(tf.cast(inputs, tf.float16), inputs.dtype)
 
 
-CUSTOM_OBJECTS = {"OutputRangeConfig": OutputRangeConfig, "PrecisionBarrier": PrecisionBarrier}
+class DepthwiseWeightsQuantizer(tfmot_quantizers.LastValueQuantizer):
+    """A depthwise kernel (h, w, in, multiplier) quantized per output channel, as the converter
+    quantizes it; tfmot's per-axis quantizer works per multiplier: per tensor when that is 1."""
+
+    def build(self, tensor_shape, name, layer):
+        return self._add_range_weights(layer, name, True, (tensor_shape[-2] * tensor_shape[-1],))
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        per_output = tf.reshape(inputs, list(inputs.shape[:-2]) + [-1])
+        return tf.reshape(super().__call__(per_output, training, weights, **kwargs), inputs.shape)
+
+
+class _ConverterLikeRegistry(default_8bit_quantize_registry.Default8BitQuantizeRegistry):
+    """tfmot's default 8-bit registry, DepthwiseConv2D kernels quantized per output channel."""
+
+    def __init__(self):
+        super().__init__()
+        self._depthwise = default_8bit_quantize_registry.Default8BitConvQuantizeConfig(
+            ["depthwise_kernel"], ["activation"], False)
+        self._depthwise.weight_quantizer = DepthwiseWeightsQuantizer(
+            num_bits=8, per_axis=True, symmetric=True, narrow_range=True)
+
+    def get_quantize_config(self, layer):
+        if type(layer) is keras.layers.DepthwiseConv2D:  # the class tfmot's registry maps, exactly
+            return self._depthwise
+        return super().get_quantize_config(layer)
+
+
+class ConverterLikeScheme(default_8bit_quantize_scheme.Default8BitQuantizeScheme):
+    """tfmot's default 8-bit scheme with `_ConverterLikeRegistry`."""
+
+    def get_quantize_registry(self):
+        return _ConverterLikeRegistry()
+
+
+CUSTOM_OBJECTS = {"OutputRangeConfig": OutputRangeConfig, "PrecisionBarrier": PrecisionBarrier,
+                  "DepthwiseWeightsQuantizer": DepthwiseWeightsQuantizer}
 
 
 @dataclass
@@ -159,8 +215,57 @@ def _range_free_input(layer, readers: set[str]) -> bool:
     return not any(node.outbound_layer.name in readers for node in layer._outbound_nodes)
 
 
-def build_annotated_model(graph: ModelGraph, plan: AnnotationPlan) -> "keras.Model":
-    """Re-run the flat graph with fresh layer clones, annotations and barriers."""
+_FOLD_INTO = {keras.layers.Conv2D: "kernel", keras.layers.DepthwiseConv2D: "depthwise_kernel",
+              keras.layers.Dense: "kernel"}
+
+
+def fold_batch_norms(model: "keras.Model") -> dict[str, list[np.ndarray]]:
+    """{layer name: weights} folding every BatchNormalization into the layer it reads.
+
+    A pair qualifies when a Conv2D / DepthwiseConv2D / Dense (exactly these classes, linear
+    activation, channels last, not a model output) feeds nothing but a BatchNormalization on the
+    last axis, with a beta. The kernel and bias are scaled per output channel by
+    s = gamma / sqrt(moving_variance + epsilon); the BN keeps beta - s * moving_mean and computes
+    `x + beta` (gamma 1, mean 0, variance 1 - epsilon). `model` itself is not changed.
+    """
+    out_layers = {t._keras_history.layer.name for t in model.outputs}  # pylint: disable=protected-access
+    folded: dict[str, list[np.ndarray]] = {}
+    for bn in model.layers:
+        if type(bn) is not keras.layers.BatchNormalization or not bn.center or len(bn._inbound_nodes) != 1:
+            continue
+        layer = producers(bn)[0]
+        kernel_name = _FOLD_INTO.get(type(layer))
+        if (kernel_name is None or len(layer._inbound_nodes) != 1
+                or len(layer._outbound_nodes) != 1 or layer.name in out_layers
+                or layer.activation is not keras.activations.linear
+                or getattr(layer, "data_format", "channels_last") != "channels_last"
+                or bn.axis != [len(layer.output_shape) - 1]):
+            continue
+        mean, variance = bn.moving_mean.numpy(), bn.moving_variance.numpy()
+        gamma = bn.gamma.numpy() if bn.scale else np.ones_like(mean)
+        s = gamma.astype(np.float64) / np.sqrt(variance.astype(np.float64) + bn.epsilon)
+        kernel = getattr(layer, kernel_name)
+        # a depthwise kernel is (h, w, in, multiplier): output channel in * multiplier + m
+        per_out = s.reshape(kernel.shape[-2], -1) if kernel_name == "depthwise_kernel" else s
+        new = {id(kernel): kernel.numpy() * per_out}
+        if layer.use_bias:
+            new[id(layer.bias)] = layer.bias.numpy() * s
+        folded[layer.name] = [new[id(v)].astype(v.dtype.as_numpy_dtype) for v in layer.weights]
+        dtype = bn.moving_variance.dtype.as_numpy_dtype
+        new = {id(bn.beta): bn.beta.numpy() - s * mean, id(bn.moving_mean): np.zeros_like(mean),
+               id(bn.moving_variance): np.full_like(variance, dtype(1) - dtype(bn.epsilon))}
+        if bn.scale:
+            new[id(bn.gamma)] = np.ones_like(gamma)
+        folded[bn.name] = [new[id(v)].astype(v.dtype.as_numpy_dtype) for v in bn.weights]
+    return folded
+
+
+def build_annotated_model(graph: ModelGraph, plan: AnnotationPlan,
+                          weights: dict[str, list[np.ndarray]] | None = None) -> "keras.Model":
+    """Re-run the flat graph with fresh layer clones, annotations and barriers.
+
+    The clones get the flat model's weights, or `weights[name]` where given (`fold_batch_norms`).
+    """
     flat = graph.model
     new_inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=n)
                   for t, n in zip(flat.inputs, graph.input_names)]
@@ -192,19 +297,25 @@ def build_annotated_model(graph: ModelGraph, plan: AnnotationPlan) -> "keras.Mod
     outputs = [tensors[str(id(kt))].pop() for kt in flat.outputs]
     annotated = keras.Model(new_inputs, outputs if len(outputs) > 1 else outputs[0],
                             name=FLAT_MODEL_NAME)
-    for clone, original in copies:
-        clone.set_weights(original.get_weights())
+    weights = weights or {}
+    keras.backend.batch_set_value(
+        [(v, value) for clone, original in copies
+         for v, value in zip(clone.weights, weights.get(original.name) or original.get_weights())])
     return annotated
 
 
-def quantize_apply(annotated: "keras.Model") -> "keras.Model":
+def quantize_apply(annotated: "keras.Model", converter_like: bool = False) -> "keras.Model":
+    """tfmot's quantize_apply; `converter_like`: with `ConverterLikeScheme`."""
     with _Q.quantize_scope(CUSTOM_OBJECTS):
+        if converter_like:
+            return _Q.quantize_apply(annotated, ConverterLikeScheme())
         return _Q.quantize_apply(annotated)
 
 
 @contextlib.contextmanager
 def _recording_fake_quants(ranges: dict):
-    """Replace tfmot's fake-quant ops by identities that record min/max per range variable."""
+    """Replace tfmot's fake-quant ops (and the barriers) by identities that record min/max per
+    range variable."""
     originals = (quant_ops.MovingAvgQuantize, quant_ops.LastValueQuantize, quant_ops.AllValuesQuantize)
 
     def record(inputs, min_var, max_var, *args, per_channel=False, symmetric=False, **kwargs):
@@ -219,26 +330,67 @@ def _recording_fake_quants(ranges: dict):
         return inputs
 
     quant_ops.MovingAvgQuantize = quant_ops.LastValueQuantize = quant_ops.AllValuesQuantize = record
+    PrecisionBarrier.round_trip = False
     try:
         yield
     finally:
         quant_ops.MovingAvgQuantize, quant_ops.LastValueQuantize, quant_ops.AllValuesQuantize = originals
+        PrecisionBarrier.round_trip = True
 
 
-def calibrate(qmodel: "keras.Model", calib: ArrayData, batch_size: int) -> int:
-    """Set every quantizer's range from `calib`; returns how many quantizers were set."""
-    ranges: dict = {}
-    with _recording_fake_quants(ranges):
-        for batch in calib.batches(batch_size):
-            qmodel(batch if len(batch) > 1 else batch[0], training=False)
-    for min_var, max_var, low, high, symmetric in ranges.values():
-        # The same adjustments tfmot's own quantizers make: zero is always representable.
-        low, high = np.minimum(low, 0.0), np.maximum(high, 0.0)
-        if symmetric:
-            bound = np.maximum(-low, high)
-            low, high = -bound, bound
-        min_var.assign(np.broadcast_to(low, min_var.shape).astype(np.float32))
-        max_var.assign(np.broadcast_to(high, max_var.shape).astype(np.float32))
+def _range_variables(qmodel: "keras.Model") -> dict[str, tuple]:
+    """{key: (min variable, max variable)} of the quantizers of `qmodel`.
+
+    tfmot names a quantizer's range variables `<layer>/<name>_min` and `_max`; the key is that
+    common prefix, the same in every model built from one flat model, and names one tensor (a
+    layer's weight, activation or output). Its QuantizeLayer on a model input is named afresh in
+    each model: that key names the input instead.
+    """
+    found = {}
+    for layer in qmodel.layers:
+        variables = {v.name: v for v in layer.weights}
+        for name, low_var in variables.items():
+            key = name[:-len("_min:0")]
+            high_var = variables.get(key + "_max:0") if name.endswith("_min:0") else None
+            if high_var is None:
+                continue
+            if isinstance(layer, QuantizeLayer):
+                key = "quantized input " + ",".join(p.name for p in producers(layer))
+            found[key] = (low_var, high_var)
+    return found
+
+
+def calibrate(qmodel: "keras.Model", calib: ArrayData, batch_size: int,
+              cache: dict | None = None) -> int:
+    """Set every quantizer's range from `calib`; returns how many quantizers were set.
+
+    `cache` ({key: (min, max)}, see `_range_variables`) is filled with the recorded ranges and
+    spares the recording pass when it holds all of `qmodel`'s: the recorded values are the float
+    model's, whatever the configuration. Give it only models of one flat model (with the same
+    weights) and one `calib`.
+    """
+    variables = _range_variables(qmodel)
+    if cache is not None and all(key in cache for key in variables):
+        ranges = [(low_var, high_var, *cache[key]) for key, (low_var, high_var) in variables.items()]
+    else:
+        recorded: dict = {}
+        with _recording_fake_quants(recorded):
+            for batch in calib.batches(batch_size):
+                qmodel(batch if len(batch) > 1 else batch[0], training=False)
+        ranges = []
+        for low_var, high_var, low, high, symmetric in recorded.values():
+            # The same adjustments tfmot's own quantizers make: zero is always representable.
+            low, high = np.minimum(low, 0.0), np.maximum(high, 0.0)
+            if symmetric:
+                bound = np.maximum(-low, high)
+                low, high = -bound, bound
+            ranges.append((low_var, high_var, low, high))
+        key_of = {id(low_var): key for key, (low_var, _) in variables.items()}
+        if cache is not None and all(id(low_var) in key_of for low_var, *_ in ranges):
+            cache.update({key_of[id(low_var)]: (low, high) for low_var, _, low, high in ranges})
+    keras.backend.batch_set_value(
+        [(var, np.broadcast_to(value, var.shape).astype(np.float32))
+         for low_var, high_var, low, high in ranges for var, value in ((low_var, low), (high_var, high))])
     return len(ranges)
 
 
@@ -316,6 +468,10 @@ class AnnotationRealizer:
         self.batch_size = batch_size
         self.q_func = q_func
         self._unit_layers = [layer for u in graph.units for layer in u.layers]
+        # Weights quantized as the converter quantizes them, unless a q_func may fine-tune them.
+        self._converter_like = q_func is None
+        self._weights = fold_batch_norms(graph.model) if self._converter_like else {}
+        self._ranges: dict = {}  # calibrated ranges, kept across trials (see `calibrate`)
 
     def realize_float(self) -> Realization:
         start = time.perf_counter()
@@ -335,11 +491,11 @@ class AnnotationRealizer:
             seconds[step] = seconds.get(step, 0.0) + now - clock
             clock = now
 
-        annotated = build_annotated_model(self.graph, plan_annotations(self.graph, int8_units))
+        annotated = build_annotated_model(self.graph, plan_annotations(self.graph, int8_units), self._weights)
         lap("annotate")
-        qmodel = quantize_apply(annotated)
+        qmodel = quantize_apply(annotated, self._converter_like)
         lap("apply")
-        calibrate(qmodel, self.calib, self.batch_size)
+        calibrate(qmodel, self.calib, self.batch_size, self._ranges)
         lap("calibrate")
         if self.q_func is not None:
             self.q_func(qmodel)

@@ -123,11 +123,13 @@ def _simulated_sensitivity(graph, calib: ArrayData, batch_size: int = 32) -> dic
     from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
 
     from ._tf import keras, tf
-    from .realize import build_annotated_model, calibrate, plan_annotations, quantize_apply
+    from .realize import build_annotated_model, calibrate, fold_batch_norms, plan_annotations, quantize_apply
     from .walker import producers
 
     start = time.perf_counter()
-    qmodel = quantize_apply(build_annotated_model(graph, plan_annotations(graph, graph.unit_names)))
+    # weights quantized as the realizer quantizes them (BN folded, depthwise per channel)
+    annotated = build_annotated_model(graph, plan_annotations(graph, graph.unit_names), fold_batch_norms(graph.model))
+    qmodel = quantize_apply(annotated, converter_like=True)
     calibrate(qmodel, calib, batch_size)
 
     wrappers = {}  # flat layer name -> quantize wrapper
