@@ -1,4 +1,5 @@
 """The surrogate that guides TPE's first trials: its latency and accuracy models and its proposals."""
+import itertools
 import math
 
 import pytest
@@ -6,25 +7,39 @@ import pytest
 from tf_tpe_tuner.strategy.surrogate import SensitivitySurrogate
 
 UNITS = ["a", "b", "c", "d"]
+CHAIN = [(None, "a", 1), ("a", "b", 1), ("b", "c", 1), ("c", "d", 1), ("d", None, 1)]
 
 
-def test_all_int8_identifies_the_cost_of_leaving_float():
-    # Each one-unit model pays quantize/dequantize at the edges once: their product says all-int8
-    # is at 1.08 x fp32, the trial says 0.8; units near 1 alone turn out to be faster int8.
-    single = {"a": 1.05, "b": 1.02, "c": 0.95, "d": 1.06}
-    s = SensitivitySurrogate(UNITS, {u: 0.0 for u in UNITS}, single, criterion=0.01)
-    s.fit([(UNITS, 0.0, 0.8)])
-    for u in UNITS:
-        assert s.predict([u])[1] == pytest.approx(single[u], rel=0.01)
-    assert s.predict(UNITS)[1] == pytest.approx(0.8, rel=0.01)
-    assert s.b0 > 0 and all(beta < 0 for beta in s.beta)
-    int8, drop, ratio = s.propose(seen={frozenset(UNITS)})
-    assert int8 == {"a", "b", "c"} and ratio > 0.8  # the next best: the unit that saves least fp32
+def test_all_int8_tells_the_boundary_cost_apart():
+    # A chain: the last unit is slow alone (a DEQUANTIZE of a big tensor before it) but saves
+    # time next to int8 neighbours. Latency ratio = 1 + beta + 0.1 per edge element that changes
+    # precision (sizes relative to the largest edge).
+    beta = {"a": -0.05, "b": -0.2, "c": -0.2, "d": -0.02}
+    def ratio(int8):
+        bits = {u: u in int8 for u in UNITS}
+        ends = [(None, "a"), ("a", "b"), ("b", "c"), ("c", "d"), ("d", None)]
+        change = sum(size for (p, q), size in zip(ends, [0.1, 1, 1, 1, 0.01])
+                     if bits.get(p, False) != bits.get(q, False))
+        return 1 + sum(beta[u] for u in int8) + 0.1 * change
+    edges = [(None, "a", 10), ("a", "b", 100), ("b", "c", 100), ("c", "d", 100), ("d", None, 1)]
+    s = SensitivitySurrogate(UNITS, {u: 0.0 for u in UNITS}, {u: ratio([u]) for u in UNITS}, 0.01, edges)
+    assert ratio(["d"]) > 1  # alone, "d" makes the model slower
+    s.fit([(UNITS, 0.0, ratio(UNITS))])
+    assert s.delta == pytest.approx(0.1, rel=0.02)
+    assert dict(zip(UNITS, s.beta)) == pytest.approx(beta, abs=0.005)
+    for int8 in (["b", "c"], ["b", "c", "d"], ["a", "d"]):
+        assert s.predict(int8)[1] == pytest.approx(ratio(int8), abs=0.005)
+    int8, drop, predicted = s.propose(seen={frozenset(UNITS)})
+    assert predicted == pytest.approx(min(ratio(k) for k in _all_but(UNITS)), abs=0.005)
+
+
+def _all_but(units):
+    return [c for n in range(len(units)) for c in itertools.combinations(units, n)]
 
 
 def test_proposals_skip_the_seen_and_respect_the_predicted_drop():
     scores = {"a": 0.5, "b": 0.001, "c": 0.001, "d": 0.001}
-    s = SensitivitySurrogate(UNITS, scores, {u: 0.9 for u in UNITS}, criterion=0.01)
+    s = SensitivitySurrogate(UNITS, scores, {u: 0.9 for u in UNITS}, 0.01, CHAIN)
     s.fit([(UNITS, 0.2, 0.7)])  # all-int8 misses: 0.2 lost, "a" explains almost all of it
     int8, drop, _ = s.propose(seen={frozenset(UNITS)})
     assert int8 == {"b", "c", "d"} and drop <= 0.01
@@ -33,7 +48,7 @@ def test_proposals_skip_the_seen_and_respect_the_predicted_drop():
 
 
 def test_a_missed_criterion_blames_the_units_it_had_int8():
-    s = SensitivitySurrogate(UNITS, {u: 1e-6 for u in UNITS}, {u: 0.9 for u in UNITS}, criterion=0.01)
+    s = SensitivitySurrogate(UNITS, {u: 1e-6 for u in UNITS}, {u: 0.9 for u in UNITS}, 0.01, CHAIN)
     s.fit([(UNITS, 0.02, 0.7), (["a", "b"], 0.02, 0.8), (["c", "d"], 0.0, 0.8)])
     gamma = dict(zip(UNITS, s.gamma))
     assert min(gamma["a"], gamma["b"]) > max(gamma["c"], gamma["d"])
@@ -44,7 +59,8 @@ def test_a_missed_criterion_blames_the_units_it_had_int8():
 def test_large_spaces_rank_neighbourhoods_not_everything():
     units = [f"u{i}" for i in range(40)]
     latency = {u: (1.2 if i % 10 == 0 else 0.97) for i, u in enumerate(units)}
-    s = SensitivitySurrogate(units, {u: 0.0 for u in units}, latency, criterion=0.01)
+    chain = [(None, units[0], 1)] + [(p, q, 1) for p, q in zip(units, units[1:])] + [(units[-1], None, 1)]
+    s = SensitivitySurrogate(units, {u: 0.0 for u in units}, latency, 0.01, chain)
     s.fit([(units, 0.0, 0.6)])
     int8, _, ratio = s.propose(seen={frozenset(units)})
     assert int8 == {u for u in units if latency[u] < 1}  # every slow unit fp32 at once

@@ -209,6 +209,44 @@ def _consumers(model) -> dict[str, list]:
     return out
 
 
+def unit_edges(graph: ModelGraph) -> list[tuple[str | None, str | None, int]]:
+    """Every tensor that crosses a unit boundary, as (producing unit, reading unit, elements per
+    sample); None stands for a float end (a model input or output, a layer that is not a unit).
+    Where the two ends run in different precisions, the converter puts a QUANTIZE or DEQUANTIZE
+    on that tensor. Pass-through layers belong to the unit whose output they carry."""
+    model = graph.model
+    passthrough = graph.passthrough
+
+    def source(layer) -> str | None:
+        if layer.name in graph.unit_of_layer:
+            return graph.unit_of_layer[layer.name]
+        if layer.name in passthrough and len(producers(layer)) == 1:
+            return source(producers(layer)[0])
+        return None
+
+    def elements(layer) -> int:
+        size = 1
+        for dim in layer.output.shape[1:]:
+            size *= dim or 1
+        return size
+
+    edges = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer) or layer.name in passthrough:
+            continue
+        reader = graph.unit_of_layer.get(layer.name)
+        for p in producers(layer):
+            if reader is not None and p.name in graph.unit_of_layer and graph.unit_of_layer[p.name] == reader:
+                continue  # inside one unit
+            if reader is not None or source(p) is not None:
+                edges.append((source(p), reader, elements(p)))
+    for tensor in model.outputs:
+        layer = tensor._keras_history.layer  # pylint: disable=protected-access
+        if source(layer) is not None:
+            edges.append((source(layer), None, elements(layer)))
+    return edges
+
+
 def producers(layer) -> list:
     """The layers whose outputs `layer` reads (in a flat model, each layer has one node)."""
     node = layer._inbound_nodes[0]

@@ -8,17 +8,18 @@ drop per unit of score seen in a trial. The prior ranks the units before any tri
 the fit learns from a trial that misses the criterion which of its int8 units are to blame
 (those that were int8 there and not in the trials that met it).
 
-Latency: `log(latency / fp32 latency) = b0 + sum(beta[u] for u in int8)`, `b0` the cost of
-leaving float at all (quantize/dequantize at the model's edges) and `beta[u]` what making `u`
-int8 saves or costs. Fitted by least squares on the one-unit models' measured ratios
-(`Sensitivity.latency`) and on every trial's ratio. The one-unit models alone count `b0` once
-each, so their product overestimates all-int8; with the all-int8 trial `b0` is identified,
-which is what moves units whose one-unit ratio is near 1 to the right side.
+Latency, as a ratio to fp32: `1 + sum(beta[u] for u in int8) + delta * boundary`, `beta[u]` what
+running `u` in int8 saves or costs, `boundary` the elements of every tensor whose two ends run in
+different precisions (`walker.unit_edges`: each costs a QUANTIZE or DEQUANTIZE; model inputs and
+outputs are float ends). Fitted by least squares on the one-unit models' measured ratios
+(`Sensitivity.latency`) and every trial's. A one-unit model pays for both of its edges, so a
+unit can look slow alone (the last Dense of a chain: a DEQUANTIZE before it) and be fast next to
+int8 neighbours; the all-int8 trial, with only the model's edges, is what tells `delta` apart.
 
 `propose()` ranks unseen configurations by (predicted to miss the criterion, predicted latency):
-all of them for small spaces, else the units the latency model wants int8 (the most sensitive
-per unit of speed fallen back to fp32 until the predicted drop fits) and, around it and around
-the best trial so far, every configuration one or two flips away.
+all of them for small spaces, else the fastest configuration by the latency model (flipping one
+unit at a time from all-int8, the units that lose the most accuracy fp32 until the predicted
+drop fits) and, around it and around the best trial so far, all one or two flips away.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 _ENUMERATE_UP_TO = 12  # units: 4096 configurations are ranked at once
-_RIDGE = 1e-3  # keeps the latency least squares defined while trials are few
+_RIDGE = 1e-4  # keeps the latency least squares defined while trials are few
 _PRIOR_WEIGHT = 1.0  # of the accuracy prior, per unit, against one trial
 
 
@@ -44,11 +45,12 @@ class SensitivitySurrogate:
     """Predicts a configuration's accuracy drop and latency ratio to fp32.
 
     units: the searched units; scores/latency: per unit, from `Sensitivity` (output error and
-    latency ratio to fp32 with only that unit int8); criterion: the largest drop allowed.
+    latency ratio to fp32 with only that unit int8); criterion: the largest drop allowed;
+    edges: `walker.unit_edges` (a unit not searched counts as a float end).
     """
 
     def __init__(self, units: Sequence[str], scores: dict[str, float], latency: dict[str, float],
-                 criterion: float):
+                 criterion: float, edges: Sequence[tuple[str | None, str | None, float]]):
         self.units = list(units)
         self._index = {u: i for i, u in enumerate(self.units)}
         self._rows: dict[frozenset, np.ndarray] = {}
@@ -58,9 +60,15 @@ class SensitivitySurrogate:
         self.scores = np.array([scores.get(u, worst) if math.isfinite(scores.get(u, math.inf)) else worst
                                 for u in self.units])
         self.gamma = np.zeros(len(self.units))
-        self._singles = [(frozenset([u]), math.log(latency[u])) for u in self.units if latency.get(u, 0) > 0]
+        n = len(self.units)
+        float_end = n  # a column of zeros appended to every configuration
+        self._edge_ends = [np.array([self._index.get(e[k], float_end) if e[k] is not None else float_end
+                                     for e in edges], dtype=int) for k in (0, 1)]
+        sizes = np.array([float(e[2]) for e in edges])
+        self._edge_sizes = sizes / sizes.max() if len(sizes) else sizes
+        self._singles = [(frozenset([u]), latency[u]) for u in self.units if latency.get(u, 0) > 0]
         self._trials: list[tuple[frozenset, float]] = []
-        self.b0, self.beta = 0.0, np.zeros(len(self.units))
+        self.delta, self.beta = 0.0, np.zeros(n)
         self._fit_latency()
 
     def fit(self, trials: Iterable[tuple[Iterable[str], float, float]]) -> None:
@@ -69,7 +77,7 @@ class SensitivitySurrogate:
         for int8, drop, ratio in trials:
             key = frozenset(int8)
             if ratio and ratio > 0 and math.isfinite(ratio):
-                self._trials.append((key, math.log(ratio)))
+                self._trials.append((key, ratio))
             if math.isfinite(drop):
                 rows.append(self._vector(key))
                 drops.append(drop)
@@ -89,11 +97,16 @@ class SensitivitySurrogate:
         if not rows:
             return
         units = np.stack([self._vector(key) for key, _ in rows])
-        x = np.column_stack([units.any(axis=1), units])
-        y = np.array([value for _, value in rows])
-        n = x.shape[1]
-        theta = np.linalg.solve(_gram(x) + _RIDGE * np.eye(n), x.T @ y)
-        self.b0, self.beta = float(theta[0]), theta[1:]
+        x = np.column_stack([self._boundary(units), units])
+        y = np.array([ratio - 1.0 for _, ratio in rows])
+        theta = np.linalg.solve(_gram(x) + _RIDGE * np.eye(x.shape[1]), x.T @ y)
+        self.delta, self.beta = float(theta[0]), theta[1:]
+
+    def _boundary(self, matrix: np.ndarray) -> np.ndarray:
+        """The (relative) elements of the tensors that change precision, per configuration row."""
+        padded = np.column_stack([matrix, np.zeros(len(matrix))])
+        changes = np.abs(padded[:, self._edge_ends[0]] - padded[:, self._edge_ends[1]])
+        return changes @ self._edge_sizes
 
     def _vector(self, int8: Iterable[str]) -> np.ndarray:
         """The configuration as 0/1 per unit (cached: every fit revisits every trial)."""
@@ -108,10 +121,10 @@ class SensitivitySurrogate:
     def predict(self, int8: Iterable[str]) -> tuple[float, float]:
         """(accuracy drop, latency ratio to fp32) predicted for the configuration."""
         v = self._vector(int8)
-        return float(v @ self.gamma), math.exp(self._log_latency(v[None, :])[0])
+        return float(v @ self.gamma), float(self._latency(v[None, :])[0])
 
-    def _log_latency(self, matrix: np.ndarray) -> np.ndarray:
-        return (matrix.any(axis=1) * self.b0) + matrix @ self.beta
+    def _latency(self, matrix: np.ndarray) -> np.ndarray:
+        return np.maximum(1.0 + self.delta * self._boundary(matrix) + matrix @ self.beta, 1e-3)
 
     def propose(self, seen: set[frozenset], incumbent: Iterable[str] | None = None
                 ) -> tuple[frozenset, float, float] | None:
@@ -119,19 +132,19 @@ class SensitivitySurrogate:
         ratio), or None when every candidate was seen."""
         matrix = self._candidates(incumbent)
         drops = matrix @ self.gamma
-        latency = self._log_latency(matrix)
+        latency = self._latency(matrix)
         seen_rows = {self._vector(key).tobytes() for key in seen}
         for i in np.lexsort((latency, drops > self.criterion)):
             if matrix[i].tobytes() not in seen_rows:
                 key = frozenset(u for u, bit in zip(self.units, matrix[i]) if bit)
-                return key, float(drops[i]), math.exp(latency[i])
+                return key, float(drops[i]), float(latency[i])
         return None
 
     def _candidates(self, incumbent: Iterable[str] | None) -> np.ndarray:
         n = len(self.units)
         if n <= _ENUMERATE_UP_TO:
             return np.array(list(itertools.product([0.0, 1.0], repeat=n)))
-        centres = [self._knapsack()]
+        centres = [self._fastest()]
         if incumbent is not None:
             centres.append(self._vector(incumbent))
         first, second = np.triu_indices(n, k=1)
@@ -146,13 +159,23 @@ class SensitivitySurrogate:
             blocks += [centre[None, :], ones, twos]
         return np.concatenate(blocks)
 
-    def _knapsack(self) -> np.ndarray:
-        """The units that make the model faster int8, minus those that lose the most accuracy per
-        unit of speed until the predicted drop fits the criterion."""
-        row = (self.beta < 0).astype(float)
-        gain = np.maximum(-self.beta, 1e-9)
-        for i in np.argsort(-self.gamma / gain):
-            if row @ self.gamma <= self.criterion or self.gamma[i] <= 0:
+    def _fastest(self) -> np.ndarray:
+        """The fastest configuration by the latency model, found by flipping the unit that saves
+        most from all-int8 until none does; then the units that lose the most accuracy fp32
+        until the predicted drop fits the criterion."""
+        n = len(self.units)
+        row = np.ones(n)
+        for _ in range(n):
+            flips = np.tile(row, (n, 1))
+            flips[np.arange(n), np.arange(n)] = 1.0 - row
+            latency = self._latency(flips)
+            best = int(np.argmin(latency))
+            if latency[best] >= self._latency(row[None, :])[0]:
                 break
-            row[i] = 0.0
+            row = flips[best]
+        while row @ self.gamma > self.criterion:
+            worst = int(np.argmax(np.where(row > 0, self.gamma, -np.inf)))
+            if self.gamma[worst] <= 0:
+                break
+            row[worst] = 0.0
         return row

@@ -14,6 +14,7 @@ from ..history import TrialRecord
 from .base import FP32, INT8, TuneStrategy, frozenset_of
 from ..realize_denylist import DenylistRealizer
 from ..sensitivity import Sensitivity, growing_fallbacks, unit_sensitivity
+from ..walker import unit_edges
 from .surrogate import SensitivitySurrogate
 from .tpe_suggest import BinarySpace, suggest_values
 
@@ -183,10 +184,10 @@ class TpeTuneStrategy(TuneStrategy):
         prior = sensitivity.fp32_prior()
         if sensitivity.latency:
             self.surrogate = SensitivitySurrogate(self.search_units, sensitivity.scores, sensitivity.latency,
-                                                  self.loss_function_config["acc_th"])
+                                                  self.loss_function_config["acc_th"], unit_edges(self.graph))
             self._fit_surrogate()
             for u, beta in zip(self.search_units, self.surrogate.beta):
-                if beta > 0:  # slower int8, all-int8's measured latency considered
+                if beta > 0:  # slower int8, even between int8 neighbours
                     prior[u] = max(prior[u], 0.6)
         self._space = BinarySpace(self.search_units, prior)
         self._domain = Domain(lambda _: 0.0, {
