@@ -4,7 +4,7 @@ import pytest
 from conftest import build_cnn
 from tf_tpe_tuner import ModelNotSupportedError, TunerInputError, walk
 from tf_tpe_tuner._tf import keras, tf
-from tf_tpe_tuner.walker import apply_op_wise
+from tf_tpe_tuner.walker import apply_op_wise, unit_edges
 
 
 def test_functional_units_fuse_bn_and_relu(cnn):
@@ -13,6 +13,20 @@ def test_functional_units_fuse_bn_and_relu(cnn):
     assert graph.unit("conv2").layer_types == ("Conv2D", "BatchNormalization", "ReLU")
     reasons = {f.name: f for f in graph.float_layers}
     assert reasons["pool"].passthrough and reasons["flatten"].passthrough
+
+
+def test_unit_edges_are_the_tensors_between_units(cnn, residual):
+    # (producer, reader, elements): pass-through layers carry their producer's tensor (the pool
+    # halves conv2's 8x8x32), model inputs and outputs are float ends (None)
+    assert unit_edges(walk(cnn)) == [(None, "conv1", 64), ("conv1", "conv2", 1024), ("conv2", "conv3", 512),
+                                     ("conv3", "fc1", 512), ("fc1", "logits", 64), ("logits", None, 10)]
+    edges = unit_edges(walk(residual))
+    readers = {}
+    for source, reader, _ in edges:
+        readers.setdefault(reader, set()).add(source)
+    assert readers["block/add"] == {"stem", "block/conv"}  # the skip and the branch
+    assert all(source != reader for source, reader, _ in edges)
+    assert edges[-1][1] is None and edges[0][0] is None
 
 
 def test_sequential():
