@@ -25,9 +25,9 @@ def cli_args(files, out, conf_path, *extra):
             f"--eval_data={files / 'eval.npz'}", f"--output_dir={out}", *extra]
 
 
-def write_conf(tmp_path, max_trials):
+def write_conf(tmp_path, max_trials, performance=FAST_PERF):
     path = tmp_path / "conf.yaml"
-    path.write_text(yaml.safe_dump({"evaluation": {"performance": FAST_PERF},
+    path.write_text(yaml.safe_dump({"evaluation": {"performance": performance},
                                     "tuning": {"exit_policy": {"timeout": 3600, "max_trials": max_trials}}}))
     return path
 
@@ -76,7 +76,8 @@ def test_kill_9_then_resume_keeps_every_finished_trial(cnn_files, tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_writes_the_best_so_far_and_exits_130(cnn_files, tmp_path):
     out = tmp_path / "out"
-    conf = write_conf(tmp_path, max_trials=50)
+    # ~0.5 s trials: with fast ones the 32 configurations can all be done before the signal lands
+    conf = write_conf(tmp_path, max_trials=50, performance={**FAST_PERF, "iteration": 20000})
     proc = start_and_wait_for_trials(cli_args(cnn_files, out, conf), out, 2)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)

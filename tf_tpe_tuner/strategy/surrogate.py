@@ -34,11 +34,18 @@ _RIDGE = 1e-4  # keeps the latency least squares defined while trials are few
 _PRIOR_WEIGHT = 1.0  # of the accuracy prior, per unit, against one trial
 
 
-
 def _gram(x: np.ndarray) -> np.ndarray:
     """x.T @ x without BLAS: OpenBLAS threads on matrices this small take 10-15 ms instead of
     0.5 ms when the cores are busy (as they are, with interpreters running)."""
     return np.einsum("ij,ik->jk", x, x)
+
+
+def _single_flips(row: np.ndarray) -> np.ndarray:
+    """Every configuration one unit away from `row`, one per row (unit i flipped in row i)."""
+    n = len(row)
+    flips = np.tile(row, (n, 1))
+    flips[np.arange(n), np.arange(n)] = 1.0 - row
+    return flips
 
 
 class SensitivitySurrogate:
@@ -59,8 +66,8 @@ class SensitivitySurrogate:
         worst = max(finite, default=1.0) or 1.0  # an unmeasured unit counts as the worst one
         self.scores = np.array([scores.get(u, worst) if math.isfinite(scores.get(u, math.inf)) else worst
                                 for u in self.units])
-        self.gamma = np.zeros(len(self.units))
         n = len(self.units)
+        self.gamma = np.zeros(n)
         float_end = n  # a column of zeros appended to every configuration
         self._edge_ends = [np.array([self._index.get(e[k], float_end) if e[k] is not None else float_end
                                      for e in edges], dtype=int) for k in (0, 1)]
@@ -150,13 +157,11 @@ class SensitivitySurrogate:
         first, second = np.triu_indices(n, k=1)
         blocks = []
         for centre in centres:
-            ones = np.tile(centre, (n, 1))
-            ones[np.arange(n), np.arange(n)] = 1.0 - centre
             twos = np.tile(centre, (len(first), 1))
             rows = np.arange(len(first))
             twos[rows, first] = 1.0 - centre[first]
             twos[rows, second] = 1.0 - centre[second]
-            blocks += [centre[None, :], ones, twos]
+            blocks += [centre[None, :], _single_flips(centre), twos]
         return np.concatenate(blocks)
 
     def _fastest(self) -> np.ndarray:
@@ -166,8 +171,7 @@ class SensitivitySurrogate:
         n = len(self.units)
         row = np.ones(n)
         for _ in range(n):
-            flips = np.tile(row, (n, 1))
-            flips[np.arange(n), np.arange(n)] = 1.0 - row
+            flips = _single_flips(row)
             latency = self._latency(flips)
             best = int(np.argmin(latency))
             if latency[best] >= self._latency(row[None, :])[0]:

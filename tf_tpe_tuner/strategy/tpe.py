@@ -11,10 +11,10 @@ from hyperopt.base import JOB_STATE_DONE, Domain
 
 from ..history import STATUS_OK as RECORD_OK
 from ..history import TrialRecord
-from .base import FP32, INT8, TuneStrategy, frozenset_of
 from ..realize_denylist import DenylistRealizer
 from ..sensitivity import Sensitivity, growing_fallbacks, unit_sensitivity
 from ..walker import unit_edges
+from .base import FP32, INT8, TuneStrategy, frozenset_of
 from .surrogate import SensitivitySurrogate
 from .tpe_suggest import BinarySpace, suggest_values
 
@@ -35,10 +35,10 @@ class TpeTuneStrategy(TuneStrategy):
     it and refitted on every trial then proposes the next trials (its fastest unseen
     configuration predicted to meet the criterion), for up to 2 x `n_initial_points` trials.
     Without latency (a `latency_func`, or `latency_weight: 0`) the first trials are all-int8
-    with the 1, 2, 3, 4, 6, 9, ... most sensitive units fp32 until one meets the criterion. TPE's prior for each unit
-    (`hp.pchoice`) gives fp32 a probability from 0.05 (least sensitive) to 0.5 (most), 0.6 at
-    least for a unit the surrogate finds slower in int8. These trials count as TPE's start-up
-    points.
+    with the 1, 2, 3, 4, 6, 9, ... most sensitive units fp32 until one meets the criterion.
+    TPE's prior for each unit (`hp.pchoice`) gives fp32 a probability from 0.05 (least
+    sensitive) to 0.5 (most), 0.6 at least for a unit the surrogate finds slower in int8. These
+    trials count as TPE's start-up points.
 
     A proposal that was seen already is replaced by the nearest unseen configuration
     (`_nearest_unseen`). Proposals are computed by `tpe_suggest.suggest_values`, which gives exactly what
@@ -137,8 +137,8 @@ class TpeTuneStrategy(TuneStrategy):
 
     def _surrogate_proposal(self) -> dict[str, str] | None:
         """The surrogate's best unseen configuration, while it predicts one that meets the
-        criterion, for at most 2 x `n_initial_points` trials. Also when it predicts no gain over
-        the best so far: the trial corrects the model where it is least sure, next to its best."""
+        criterion, for at most 2 x `n_initial_points` trials; also when it predicts no gain over
+        the best so far (each such trial still corrects the model next to its best guess)."""
         if self._guided_trials >= 2 * self._params["n_initial_points"]:
             return None
         self._fit_surrogate()
