@@ -88,6 +88,21 @@ def test_ctrl_c_writes_the_best_so_far_and_exits_130(cnn_files, tmp_path):
     assert summary["trials"] == len(history_lines(out)) >= 2
 
 
+def test_ctrl_c_while_the_report_is_written_keeps_the_results(cnn, digits, tmp_path, monkeypatch):
+    from tf_tpe_tuner import TuningInterrupted, report
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(report, "write_report", interrupted)
+    (x, _), (xt, yt) = digits
+    conf = fast_conf(exit_policy={"max_trials": 2, "timeout": 3600})
+    with pytest.raises(TuningInterrupted) as stop:
+        tune(cnn, conf, x[:64], eval_data=(xt, yt), output_dir=str(tmp_path))
+    assert stop.value.result.trials == 2  # the search had finished: its results are all there
+    assert (tmp_path / "best_model.tflite").stat().st_size > 0
+    assert json.loads((tmp_path / "summary.json").read_text())["trials"] == 2
+
+
 def test_failed_trials_are_recorded_and_the_search_goes_on(cnn, digits, tmp_path):
     (x, _), (xt, yt) = digits
     answers = iter([None, "boom", float("nan"), "not a number"])

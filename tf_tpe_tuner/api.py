@@ -71,9 +71,12 @@ def tune(model, conf: "Conf | str | dict | None", calib_data: Any, eval_data: An
         result = strategy.traverse()
     write_result(result, output_dir)
     if report:
-        result.report = report_mod.write_report(
-            result, strategy.graph, output_dir, strategy.realizer.calib, conf=strategy.conf,
-            test_data=test, sensitivity=not result.interrupted)
+        try:
+            result.report = report_mod.write_report(
+                result, strategy.graph, output_dir, strategy.realizer.calib, conf=strategy.conf,
+                test_data=test, sensitivity=not result.interrupted)
+        except KeyboardInterrupt:  # the results are written already: only the report is lost
+            result.interrupted = True
     if result.interrupted:
         raise TuningInterrupted(result)
     return result
