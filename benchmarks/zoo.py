@@ -24,7 +24,7 @@ import tf_tpe_tuner  # noqa: E402,F401  (selects tf_keras first)
 from tf_tpe_tuner._tf import keras, tf  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
-from demo import build_cnn  # noqa: E402  the bundled demo's CNN, as the tests use it
+from demo import build_cnn, digits  # noqa: E402  the bundled demo's CNN and digits split, as the tests use them
 
 DEFAULT_CACHE = os.path.join(os.environ.get("TMPDIR", "/tmp"), "tf_tpe_tuner_zoo")
 CALIB = 100
@@ -44,17 +44,8 @@ class Case:
 
 # -- data ------------------------------------------------------------------------------------
 
-def digits8(seed: int = 0):
-    from sklearn.datasets import load_digits
-    data = load_digits()
-    x = (data.images / 16.0).astype("float32")[..., None]
-    order = np.random.RandomState(seed).permutation(len(x))
-    x, y = x[order], data.target[order]
-    return (x[:1000], y[:1000]), (x[1000:], y[1000:])
-
-
 def digits32():
-    (x, y), (xt, yt) = digits8()
+    (x, y), (xt, yt) = digits()
     up = lambda a: tf.image.resize(a, (32, 32), method="bilinear").numpy().astype("float32")  # noqa: E731
     return (up(x), y), (up(xt), yt)
 
@@ -172,7 +163,7 @@ def _cached(cache, name, make):
 def load_cases(cache: str = DEFAULT_CACHE, names=None, log=print) -> list[Case]:
     want = (lambda n: True) if not names else (lambda n: n in names)
     cases: list[Case] = []
-    (x8, y8), (xt8, yt8) = digits8()
+    (x8, y8), (xt8, yt8) = digits()
     topk = {"evaluation": {"accuracy": {"metric": {"topk": 1}}}}
     crit = lambda rel: {"tuning": {"accuracy_criterion": {"relative": rel}}}  # noqa: E731
 
