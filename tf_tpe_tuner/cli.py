@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 
 from absl import app, flags
 
@@ -41,7 +40,7 @@ flags.DEFINE_boolean("resume", False, "Continue the run recorded in the output d
 flags.DEFINE_boolean("allow_unsafe_model", False, "Load .h5/SavedModel models with Lambda layers "
                      "(they run code stored in the file) and .keras files outside safe mode.")
 
-EXIT_MET, EXIT_NOT_MET, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_MET, EXIT_NOT_MET = 0, 1
 PROG = "tf-tpe-tune"
 
 
@@ -82,24 +81,21 @@ def main(argv: list[str]) -> int:
     if len(argv) > 1:
         fail(f"unexpected arguments: {' '.join(argv[1:])}")
     check_flags()
-    from .errors import TunerInputError, TuningInterrupted
+    return _cli_common.run_guarded(PROG, _run_keeping_results,
+                                   "interrupted before any trial finished; nothing written")
+
+
+def _run_keeping_results() -> int:
+    """`_run()`; Ctrl-C after a trial finished: what was kept, and how to resume (exit 130)."""
+    from .errors import TuningInterrupted
 
     try:
         return _run()
-    except TunerInputError as err:
-        fail(str(err))
     except TuningInterrupted as stop:
         out = FLAGS.output_dir or "the output directory"
         print(f"interrupted: {stop.result.trials} finished trials kept in {out}, best so far written.\n"
               f"resume with: {_resume_command()}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        print("interrupted before any trial finished; nothing written", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Exception:
-        traceback.print_exc()
-        print(f"{PROG}: internal error (a bug: please report it with the traceback above)", file=sys.stderr)
-        return EXIT_INTERNAL
+        return _cli_common.EXIT_INTERRUPTED
 
 
 def _run() -> int:

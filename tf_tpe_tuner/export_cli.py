@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 
 from absl import app, flags
 
@@ -46,7 +45,7 @@ flags.DEFINE_boolean("allow_unsafe_model", False, "Load .h5/SavedModel models wi
                      "and .keras files outside safe mode.", flag_values=FLAGS)
 flags.DEFINE_boolean("help", False, "Show this help.", flag_values=FLAGS, short_name="h")
 
-EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_OK, EXIT_CHECK_FAILED = 0, 1
 PROG = "tf-tpe-export"
 
 
@@ -85,19 +84,7 @@ def main(argv: list[str]) -> int:
     if len(argv) > 1:
         fail(f"unexpected arguments: {' '.join(argv[1:])}")
     check_flags()
-    from .errors import TunerInputError
-
-    try:
-        return _run()
-    except TunerInputError as err:
-        fail(str(err))
-    except KeyboardInterrupt:
-        print("interrupted; nothing written", file=sys.stderr)
-        return 130
-    except Exception:
-        traceback.print_exc()
-        print(f"{PROG}: internal error (a bug: please report it with the traceback above)", file=sys.stderr)
-        return EXIT_INTERNAL
+    return _cli_common.run_guarded(PROG, _run, "interrupted; nothing written")
 
 
 def _run() -> int:
