@@ -11,10 +11,11 @@ import logging
 import math
 import os
 import random
-import time
 from dataclasses import dataclass, field
+from time import monotonic  # a module name, so that a test can move the clock
 from typing import Any, Callable, Mapping
 
+from .._test_hold import hold_after
 from ..conf import Conf
 from ..data import as_array_data, check_against_model
 from ..errors import TunerInputError
@@ -90,7 +91,7 @@ class TuneStrategy:
     def __init__(self, model, conf, q_dataloader, q_func: Callable | None = None,
                  eval_dataloader=None, eval_func: Callable | None = None,
                  dicts: Mapping | None = None, q_hooks: Mapping[str, Callable] | None = None):
-        self._start = time.monotonic()
+        self._start = monotonic()
         self.conf = conf if isinstance(conf, Conf) else Conf(conf)
         self.graph: ModelGraph = model if isinstance(model, ModelGraph) else walk(model)
         if self.conf.get("tuning.executor.name") == "ray":
@@ -253,6 +254,7 @@ class TuneStrategy:
         self._log_trial(record)
         if "on_trial_end" in self.q_hooks:
             self.q_hooks["on_trial_end"](record)
+        hold_after(trial)
         return record
 
     def _make_executor(self, float_model: bytes):
@@ -306,7 +308,7 @@ class TuneStrategy:
 
     # -- helpers -------------------------------------------------------------------------
     def elapsed(self) -> float:
-        return time.monotonic() - self._start
+        return monotonic() - self._start
 
     def all_int8_config(self) -> dict[str, str]:
         return {u: self.fixed.get(u, INT8) for u in self.graph.unit_names}
