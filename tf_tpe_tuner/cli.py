@@ -16,7 +16,6 @@ import sys
 from absl import app, flags
 
 from . import _cli_common
-from ._native import native_stderr_silenced
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Keras model: a .keras or .h5 file or a SavedModel directory (tf_keras).")
@@ -94,10 +93,8 @@ def check_before_tensorflow(conf) -> None:
 def _load_tensorflow() -> None:
     from absl import logging as absl_logging
 
-    with native_stderr_silenced():
-        from ._tf import tf
+    from ._tf import tf  # noqa: F401  (loads quietly: see _native.py)
 
-        tf.config.list_physical_devices()
     absl_logging.set_verbosity(absl_logging.WARNING)  # the converter's chatter
 
 
