@@ -134,12 +134,17 @@ def test_report_when_every_trial_failed(run, tmp_path):
 
 # -- progress -------------------------------------------------------------------------------------
 def test_log_mode_one_line_per_trial(run):
+    """One line per trial, with the trial's own numbers and the run's: no second progress line."""
     _, result, hooks, _ = run
     assert len(hooks.lines) == result.trials
-    assert hooks.lines[0].startswith("progress: 1/4 trials, ")
-    last = hooks.lines[-1]
-    assert last.startswith("progress: 4/4 trials, ") and "/1:00:00" in last
-    assert f"best acc {result.accuracy:.4f} ({result.speedup:.2f}x)" in last
+    for record, line in zip(result.history, hooks.lines):
+        n_int8 = sum(1 for d in record.config.values() if d == "int8")
+        assert line.startswith(f"trial {record.trial}  int8 {n_int8}/5  acc {record.accuracy:.4f}  "
+                               f"lat {record.latency_ms:.4f} ms  loss {record.loss:.2f}  "), line
+        assert f" | {record.trial}/4 trials " in line and "/1:00:00 | chosen: trial " in line, line
+    # the accuracy shown last is the chosen (best) trial's, and says so
+    assert hooks.lines[-1].endswith(f"chosen: trial {result.best_trial} (acc {result.accuracy:.4f}, "
+                                    f"{result.speedup:.2f}x, meets)")
 
 
 def record(trial, acc, lat, met, status="ok"):
@@ -156,7 +161,7 @@ def test_bar_mode_draws_a_tqdm_bar():
             hooks.on_trial_begin(i, rec.config)
             hooks.on_trial_end(rec)
     text = out.getvalue()
-    assert "3/3" in text and "/1:00" in text and "best acc 0.9500 (1.0000 ms) meets" in text
+    assert "3/3" in text and "/1:00" in text and "chosen: trial 3 (acc 0.9500, 1.0000 ms, meets)" in text
     assert hooks.failed == 1
 
 

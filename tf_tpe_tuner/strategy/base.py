@@ -251,7 +251,6 @@ class TuneStrategy:
         self._remember(record)
         if outcome.ok and self.best is record:
             self._best_tflite = (record.trial, outcome.tflite_model)
-        self._log_trial(record)
         if "on_trial_end" in self.q_hooks:
             self.q_hooks["on_trial_end"](record)
         hold_after(trial)
@@ -377,18 +376,6 @@ class TuneStrategy:
         lat_max = self._lat_component(1)
         config["lat_min"] = lat_min
         config["lat_scale"] = 10 / abs(lat_max - lat_min)
-
-    def _log_trial(self, record: TrialRecord) -> None:
-        n_int8 = sum(1 for d in record.config.values() if d == INT8)
-        best = self.best
-        best_text = f"best #{best.trial}" if best is not None else "best -"
-        if record.status != STATUS_OK:
-            log.info("trial %d  int8 %d/%d  FAILED: %s  %s", record.trial, n_int8,
-                     len(record.config), record.error, best_text)
-            return
-        log.info("trial %d  int8 %d/%d  acc %.4f  lat %.4f ms  loss %.2f  %s  %s", record.trial,
-                 n_int8, len(record.config), record.accuracy, record.latency_ms, record.loss,
-                 "meets" if record.met_criterion else "misses", best_text)
 
     def _result(self, interrupted: bool = False) -> TuningResult:
         best = self.best
