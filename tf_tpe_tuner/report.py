@@ -253,6 +253,23 @@ def all_int8_record(history: list[TrialRecord]) -> TrialRecord | None:
 def plot_pareto(result, path: str, higher_is_better: bool = True, threshold: float | None = None,
                 metric_name: str = "accuracy") -> list[int]:
     """Draw pareto.png; returns the trials on the Pareto front."""
+    import matplotlib.pyplot as plt
+
+    fig, front_keys = pareto_figure(result, higher_is_better, threshold, metric_name)
+    try:
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        tmp = os.path.join(directory, "." + os.path.basename(path) + ".tmp.png")
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+    return [k for k in front_keys if k != "fp32"]
+
+
+def pareto_figure(result, higher_is_better: bool = True, threshold: float | None = None,
+                  metric_name: str = "accuracy"):
+    """The figure of pareto.png (the caller closes it) and the Pareto front's keys (trials, "fp32")."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -299,14 +316,10 @@ def plot_pareto(result, path: str, higher_is_better: bool = True, threshold: flo
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8, loc="best")
         fig.tight_layout()
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        tmp = os.path.join(directory, "." + os.path.basename(path) + ".tmp.png")
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
+    except BaseException:
         plt.close(fig)
-    return [k for k in front_keys if k != "fp32"]
+        raise
+    return fig, front_keys
 
 
 # -- the report -------------------------------------------------------------------------------
