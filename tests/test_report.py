@@ -14,7 +14,7 @@ from tf_tpe_tuner.evaluate import TFLiteModel
 from tf_tpe_tuner.history import TrialRecord
 from tf_tpe_tuner.progress import ProgressHooks, attach, resolve_mode
 from tf_tpe_tuner.realize import AnnotationRealizer
-from tf_tpe_tuner.report import pareto_front, unit_sensitivity, write_report
+from tf_tpe_tuner.report import pareto_figure, pareto_front, unit_sensitivity, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -116,6 +116,51 @@ def test_pareto_front():
     assert pareto_front(points) == [2, 3, 1, 5]
     lower = [(1, 1.0, 0.1), (2, 0.5, 0.3), (3, 0.6, 0.2), (4, 0.7, 0.25)]
     assert pareto_front(lower, higher_is_better=False) == [2, 3, 1]
+
+
+def test_report_explains_the_loss_column(report, run):
+    md = (run[3] / "report.md").read_text()
+    assert "| loss |" in md and "The loss is what the search minimizes" in md and "0 at 2x" in md
+
+
+def rgba_at(fig, ax, x, y) -> np.ndarray:
+    """The rendered figure's pixel at data point (x, y)."""
+    fig.canvas.draw()
+    image = np.asarray(fig.canvas.buffer_rgba())
+    px, py = ax.transData.transform((x, y))
+    return image[int(round(image.shape[0] - py)), int(round(px))]
+
+
+def test_pareto_plot_microseconds_singular_and_the_all_int8_marker_on_the_best(run):
+    import matplotlib.pyplot as plt
+
+    _, result, _, _ = run
+    first = result.history[0]  # all-int8 (the tuner's first trial)
+    assert all(d == "int8" for d in first.config.values())
+    one = dataclasses.replace(result, history=[first], best_trial=first.trial, accuracy=first.accuracy,
+                              latency_ms=first.latency_ms)
+    assert result.baseline.latency_ms < 0.1  # the CNN runs in microseconds
+    fig, _ = pareto_figure(one)
+    try:
+        (ax,) = fig.axes
+        assert ax.get_xlabel().startswith("latency (µs")
+        assert ax.get_title().startswith("1 trial: ")
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert f"fp32 ({result.baseline.latency_ms * 1e3:.4g} µs)" in labels, labels
+        assert any(label.startswith("all-int8 (trial 1") for label in labels), labels
+        # the all-int8 marker is drawn over the best's star, not hidden under it
+        r, g, b, _ = rgba_at(fig, ax, first.latency_ms * 1e3, first.accuracy).astype(int)
+        assert g > 120 and g > r + 50 and g > b + 30, (r, g, b)  # the marker's green (#2e9e4f)
+    finally:
+        plt.close(fig)
+    slow = dataclasses.replace(result, baseline=dataclasses.replace(result.baseline, latency_ms=2.5),
+                               history=[dataclasses.replace(r, latency_ms=1.5) for r in result.history])
+    fig, _ = pareto_figure(slow)
+    try:
+        assert fig.axes[0].get_xlabel().startswith("latency (ms")
+        assert fig.axes[0].get_title().startswith(f"{len(result.history)} trials: ")
+    finally:
+        plt.close(fig)
 
 
 def test_report_when_every_trial_failed(run, tmp_path):
