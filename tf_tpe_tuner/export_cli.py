@@ -81,6 +81,7 @@ def main(argv: list[str]) -> int:
     if len(argv) > 1:
         fail(f"unexpected arguments: {' '.join(argv[1:])}")
     check_flags()
+    _cli_common.one_line_warnings(PROG)
     return _cli_common.run_guarded(PROG, _run, "interrupted; nothing written")
 
 
