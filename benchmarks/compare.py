@@ -54,6 +54,7 @@ from tf_tpe_tuner.data import ArrayData  # noqa: E402
 from tf_tpe_tuner.evaluate import Evaluator, make_metric  # noqa: E402
 from tf_tpe_tuner.realize_denylist import DenylistRealizer  # noqa: E402
 from tf_tpe_tuner.strategy import STRATEGIES  # noqa: E402
+from tf_tpe_tuner.trial import int8_units  # noqa: E402
 
 VARIANTS = {
     "tpe": {"strategy": {"name": "tpe"}},
@@ -136,7 +137,6 @@ def run_strategy(case, graph, conf_dict: dict, workdir: str) -> dict:
              "on_trial_end": lambda rec: ends.append(time.monotonic())}
     s = cls(graph, conf.override(**{"tuning.workspace.path": workdir}), case.calib_x,
             eval_dataloader=(case.eval_x, case.eval_y), q_hooks=hooks)
-    s.evaluator.set_latency_reference(s.realizer.realize_float().tflite_model)
     t0 = time.monotonic()
     result = s.traverse()
     total = time.monotonic() - t0
@@ -147,7 +147,7 @@ def run_strategy(case, graph, conf_dict: dict, workdir: str) -> dict:
     for rec, end in zip(result.history, ends):
         steps = dict(rec.step_seconds)
         evaluate = steps.pop("evaluate", 0.0)
-        records.append({"key": sorted(rec.key), "ok": rec.status == "ok", "accuracy": rec.accuracy,
+        records.append({"key": sorted(int8_units(rec.config)), "ok": rec.status == "ok", "accuracy": rec.accuracy,
                         "ratio": (rec.latency_ms / result.baseline.latency_ms) if rec.latency_ms else None,
                         "t": end - t0, "realize": sum(steps.values()), "evaluate": evaluate,
                         "seconds": rec.seconds, "steps": rec.step_seconds})
@@ -362,7 +362,7 @@ def suggest_cost() -> None:
     from hyperopt import STATUS_OK, Trials, hp, tpe
     from hyperopt.base import JOB_STATE_DONE, Domain
 
-    from tf_tpe_tuner.strategy.tpe_suggest import BinarySpace, suggest_values
+    from tf_tpe_tuner.samplers.tpe_suggest import BinarySpace, suggest_values
 
     labels = [f"u{i}" for i in range(64)]
     domain = Domain(lambda _: 0.0, {u: hp.choice(u, ("int8", "fp32")) for u in labels})

@@ -128,11 +128,16 @@ def _run() -> int:
     out = conf.workspace
     if result.accuracy is None:
         print(f"every trial failed; see {os.path.join(out, 'history.jsonl')}")
+        print(f"stopped: {result.stop_reason}")
         return EXIT_NOT_MET
-    print(f"best: trial {result.best_trial}, {len(result.int8_units)}/{len(result.config)} units int8, "
-          f"accuracy {result.accuracy:.6g} (fp32 {result.baseline.accuracy:.6g}), "
-          f"latency {result.latency_ms:.4f} ms (fp32 {result.baseline.latency_ms:.4f} ms, "
-          f"{result.speedup:.2f}x), {'meets' if result.met_criterion else 'does NOT meet'} the criterion")
+    if result.handed_back == "float":
+        print(f"best: {result.describe()}")
+    else:
+        print(f"best: trial {result.best_trial}, {len(result.int8_units)}/{len(result.config)} units int8, "
+              f"accuracy {result.accuracy:.6g} (fp32 {result.baseline.accuracy:.6g}), "
+              f"latency {result.latency_ms:.4f} ms (fp32 {result.baseline.latency_ms:.4f} ms, "
+              f"{result.speedup:.2f}x), {'meets' if result.met_criterion else 'does NOT meet'} the criterion")
+    print(f"stopped: {result.stop_reason}")
     test = (result.report or {}).get("test")
     if test:
         print(f"test data ({test['samples']} samples): accuracy {test['best_accuracy']:.6g} "
