@@ -54,6 +54,7 @@ from tf_tpe_tuner.data import ArrayData  # noqa: E402
 from tf_tpe_tuner.evaluate import Evaluator, make_metric  # noqa: E402
 from tf_tpe_tuner.realize_denylist import DenylistRealizer  # noqa: E402
 from tf_tpe_tuner.strategy import STRATEGIES  # noqa: E402
+from tf_tpe_tuner.study import Criterion  # noqa: E402
 from tf_tpe_tuner.trial import int8_units  # noqa: E402
 
 VARIANTS = {
@@ -80,13 +81,11 @@ def case_evaluator(case, conf: Conf) -> Evaluator:
 
 def drop_of(conf: Conf, base: float, acc: float) -> float:
     """The accuracy loss as the criterion counts it (relative or absolute)."""
-    d = base - acc if conf.higher_is_better else acc - base
-    kind, _ = conf.criterion
-    return d / abs(base) if kind == "relative" and base else d
+    return Criterion.from_conf(conf).drop(base, acc)
 
 
 def meets(conf: Conf, base: float, acc: float) -> bool:
-    return drop_of(conf, base, acc) <= conf.criterion[1] + 1e-12
+    return Criterion.from_conf(conf).meets(base, acc)
 
 
 def oracle(case, graph, conf: Conf, passes: int) -> dict:

@@ -156,10 +156,10 @@ def test_the_tools_own_failure_on_every_trial_is_a_bug_exit_3(cnn_files, tmp_pat
 def test_timeout_ends_the_run_within_one_trial(cnn, digits, tmp_path, monkeypatch):
     """The clock is the test's: it jumps past the timeout when trial 3 ends, so no trial may
     start after that, however fast or slow the machine is."""
-    from tf_tpe_tuner.strategy import base
+    from tf_tpe_tuner.study import study
 
     jump = {"s": 0.0}
-    monkeypatch.setattr(base, "monotonic", lambda: time.monotonic() + jump["s"])
+    monkeypatch.setattr(study, "monotonic", lambda: time.monotonic() + jump["s"])
 
     def after_trial(record):
         if record.trial == 3:
@@ -169,6 +169,7 @@ def test_timeout_ends_the_run_within_one_trial(cnn, digits, tmp_path, monkeypatc
     result = tune(cnn, fast_conf(exit_policy={"max_trials": 1000, "timeout": 60}), x[:64],
                   eval_data=(xt, yt), output_dir=str(tmp_path), q_hooks={"on_trial_end": after_trial})
     assert result.trials == 3  # the 32-configuration space would have gone on to 32
+    assert result.stop_reason.startswith("timeout")
     assert (tmp_path / "best_model.tflite").exists()
 
 
