@@ -10,12 +10,12 @@ import os
 import subprocess
 import sys
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+from sklearn.datasets import load_digits
 
-import numpy as np  # noqa: E402
-import tf_keras as keras  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
+# tf_keras, through the package: it selects Keras 2 first and keeps TensorFlow's native
+# start-up lines (oneDNN, CUDA) off the terminal (`import tf_keras` alone would print them)
+from tf_tpe_tuner._tf import keras
 
 CONF = """\
 model:

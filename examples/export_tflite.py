@@ -15,13 +15,9 @@ import os
 import subprocess
 import sys
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
 
-import numpy as np  # noqa: E402
-import tf_keras as keras  # noqa: E402
-
-from demo import build_cnn, digits  # noqa: E402  (the demo's CNN and data, beside this file)
+from demo import build_cnn, digits, keras  # the demo's CNN, data and tf_keras, beside this file
 
 CONF = """\
 quantization:

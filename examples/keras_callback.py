@@ -8,16 +8,11 @@ weights did not change after it, so it is copied, not searched again). Under a m
 2 cores.
 """
 import argparse
-import os
 import sys
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from tf_tpe_tuner.callback import TpeTuningCallback
 
-from tf_tpe_tuner.callback import TpeTuningCallback  # noqa: E402
-import tf_keras as keras  # noqa: E402
-
-from demo import build_cnn, digits  # noqa: E402  (the demo's CNN and data, beside this file)
+from demo import build_cnn, digits, keras  # the demo's CNN, data and tf_keras, beside this file
 
 CONF = {
     "quantization": {"calibration": {"sampling_size": 200}},

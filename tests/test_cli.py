@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from conftest import FAST_PERF
+from test_quiet import CLEAN_ENV  # a user's environment: TensorFlow's start-up lines would show
 from tf_tpe_tuner._tf import keras
 
 pytestmark = pytest.mark.slow
@@ -29,14 +30,6 @@ RESULT_FILES = ["best_model.tflite", "best_config.yaml", "summary.json", "histor
 HISTORY_KEYS = {"trial", "config", "accuracy", "latency_ms", "loss", "status", "seconds", "int8_units"}
 SUMMARY_KEYS = {"fp32_accuracy", "fp32_latency_ms", "best_accuracy", "best_latency_ms", "met_criterion",
                 "trials", "quantized_layers", "fp32_layers", "seed", "elapsed_s"}
-
-# What TensorFlow's native libraries print on import, before absl logging is initialised;
-# no environment variable (TF_CPP_MIN_LOG_LEVEL included) silences it. Not ours: filtered out.
-TF_NOISE = re.compile(
-    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
-    r"|[IWEF]\d{4} [\d:.]+\s+\d+ [\w./-]+:\d+\] .*"
-    r"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.)$")
-
 
 @dataclass
 class Run:
@@ -52,8 +45,7 @@ class Run:
         return self.cwd / "out"
 
     def error_lines(self) -> list:
-        """stderr without TensorFlow's import chatter."""
-        return [line for line in self.stderr.splitlines() if line.strip() and not TF_NOISE.match(line)]
+        return [line for line in self.stderr.splitlines() if line.strip()]
 
     def __str__(self) -> str:
         return (f"command: {' '.join(map(str, self.args))}\ncwd: {self.cwd}\nexit: {self.returncode}\n"
@@ -205,12 +197,68 @@ def build_cases(cnn, cnn_files: Path, root: Path) -> dict:
         return cwd / "eval.npz"
 
     case("eval_labels_mismatch", eval_arg=labels_out_of_range)
+
+    # -- data that cannot be right: exit 2 ---------------------------------------------
+    def eval_with(labels=None, inputs=None):
+        def write(cwd):
+            e = np.load(cnn_files / "eval.npz")
+            x = e["x"] if inputs is None else inputs(e["x"].copy())
+            y = e["y"] if labels is None else labels(e["y"].copy())
+            np.savez(cwd / "eval.npz", x=x, y=y)
+            return cwd / "eval.npz"
+        return write
+
+    def spoil(value):
+        def put(a):
+            a = a.astype("float32")
+            a.reshape(-1)[7] = value
+            return a
+        return put
+
+    def calib_with(inputs, name="calib.npz"):
+        def write(cwd):
+            x = inputs(np.load(cnn_files / "calib.npz")["x"].copy())
+            if name.endswith(".npy"):
+                np.save(cwd / name, x)
+            else:
+                np.savez(cwd / name, x=x)
+            return cwd / name
+        return write
+
+    def not_a_zip(cwd):
+        (cwd / "calib.npz").write_text("x,y\n0.1,3\n")
+        return cwd / "calib.npz"
+
+    def eval_npy(cwd):
+        np.save(cwd / "eval.npy", np.load(cnn_files / "eval.npz")["x"])
+        return cwd / "eval.npy"
+
+    case("float_labels", eval_arg=eval_with(labels=lambda y: y + 0.5))
+    case("float_labels_column", eval_arg=eval_with(labels=lambda y: (y + 0.25).reshape(-1, 1)))
+    case("nan_calibration_inputs", calib_arg=calib_with(spoil(np.nan)))
+    case("inf_evaluation_inputs", eval_arg=eval_with(inputs=spoil(np.inf)))
+    case("nan_evaluation_labels", eval_arg=eval_with(labels=spoil(np.nan)))
+    case("npy_eval_data", eval_arg=eval_npy)
+    case("npz_not_a_zip", calib_arg=not_a_zip)
+    case("npy_test_data", "--test_data=test.npy")
+    np.save(root / "npy_test_data" / "test.npy", np.load(cnn_files / "eval.npz")["x"])
+
+    # -- accepted: a .npy of calibration inputs, one-hot labels ------------------------
+    case("npy_calib_one_hot_labels", "--max_trials=1", calib_arg=calib_with(lambda x: x, "calib.npy"),
+         eval_arg=eval_with(labels=lambda y: np.eye(10, dtype="float32")[y]))
+
+    # -- probably wrong: one warning line, the run goes on -----------------------------
+    case("warn_relative_criterion", "--max_trials=1", conf=lambda cwd: write_conf(
+        cwd / "conf.yaml", {"tuning": {"accuracy_criterion": {"relative": 0.6}}}))
+    case("warn_calibration_range", "--max_trials=1", calib_arg=calib_with(lambda x: x * 255))
+    case("warn_baseline_at_chance", "--max_trials=1", eval_arg=eval_with(labels=lambda y: (y + 1) % 10))
+    case("warn_test_overlaps_eval", "--max_trials=1", f"--test_data={evald}")
     return cases
 
 
 def run_cli(cwd: Path, args: list) -> Run:
     before = snapshot(cwd)
-    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1"}
+    env = {**CLEAN_ENV, "TF_USE_LEGACY_KERAS": "1"}
     full = [sys.executable, "-m", "tf_tpe_tuner", *map(str, args)]
     proc = subprocess.run(full, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     return Run(full, cwd, proc.returncode, proc.stdout, proc.stderr, before)
@@ -287,6 +335,17 @@ def test_tune_meets_criterion_and_writes_results(runs, cnn_files):
     trial_lines = [line for line in run.stdout.splitlines() if line.startswith("trial ")]
     assert len(trial_lines) == 3, run
     assert [line.split()[1] for line in trial_lines] == ["1", "2", "3"]
+    assert not [line for line in run.stdout.splitlines() if line.startswith("progress")], run
+    assert run.stderr == "", run  # not one line of TensorFlow's native logging
+
+
+def test_result_files_get_their_mode_from_the_umask(runs):
+    """Like any file the user writes: 0o644 under the common umask 022 (not 0o600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    run = runs["tune"]
+    for path in run.out.iterdir():
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, (path.name, oct(path.stat().st_mode))
 
 
 # -- a run that cannot meet the criterion: exit 1, best attempt still written ----------------
@@ -344,6 +403,14 @@ BAD_INPUT = {
     "no_quantizable_layer": ["nothing to tune"],
     "keras3_model": ["Keras 3", "tf_keras"],
     "eval_labels_mismatch": ["evaluation labels", "10 outputs"],
+    "float_labels": ["evaluation data file", "eval.npz", "floats that are not whole numbers", "0..9"],
+    "float_labels_column": ["eval.npz", "floats that are not whole numbers", "one-hot or soft labels"],
+    "nan_calibration_inputs": ["calibration data file", "calib.npz", "inputs hold NaN or infinity", "sample 0"],
+    "inf_evaluation_inputs": ["evaluation data file", "eval.npz", "inputs hold NaN or infinity"],
+    "nan_evaluation_labels": ["eval.npz", "labels (y) hold NaN or infinity", "sample 7"],
+    "npy_eval_data": ["--eval_data file", "eval.npy", ".npy file", "no labels", "numpy.savez"],
+    "npz_not_a_zip": ["--calib_data file", "calib.npz", "not an .npz file", "zip archive"],
+    "npy_test_data": ["--test_data file test.npy", ".npy file", "no labels"],
 }
 
 
@@ -370,3 +437,39 @@ def test_bad_input_prints_nothing_but_the_error_line(runs, case):
     run = runs[case]
     assert run.returncode == 2, run
     assert len(run.stderr.splitlines()) == 1, run
+
+
+def test_npy_calibration_inputs_and_one_hot_labels_are_accepted(runs):
+    run = runs["npy_calib_one_hot_labels"]
+    assert run.returncode == 0, run
+    assert run.stderr == "", run
+    summary = json.loads((run.out / "summary.json").read_text())
+    assert summary["fp32_accuracy"] > 0.9  # one-hot labels scored as the classes they encode
+
+
+NEEDS_CORE = pytest.mark.xfail(
+    strict=True, reason="the tuning core does not call tf_tpe_tuner.checks yet (issue 10, item 2); "
+    "remove this mark once it does")
+WARNINGS = {
+    # case: words the warning line must contain
+    "warn_relative_criterion": ["tuning.accuracy_criterion.relative is 0.6", "60 %"],
+    "warn_calibration_range": ["calib.npz", "calibration inputs range over 0..255", "eval.npz", "0..1"],
+    "warn_baseline_at_chance": ["eval.npz", "no better than chance (0.1000)", "labels"],
+    "warn_test_overlaps_eval": ["test data file", "shares 797 of its 797 samples", "evaluation data"],
+}
+
+
+@pytest.mark.parametrize("case", [
+    "warn_relative_criterion",
+    pytest.param("warn_calibration_range", marks=NEEDS_CORE),
+    pytest.param("warn_baseline_at_chance", marks=NEEDS_CORE),
+    pytest.param("warn_test_overlaps_eval", marks=NEEDS_CORE),
+])
+def test_warning_is_one_line_and_the_run_goes_on(runs, case):
+    run = runs[case]
+    assert run.returncode in (0, 1), run  # 1: such data may well miss the criterion
+    assert (run.out / "best_model.tflite").exists(), run
+    lines = run.error_lines()
+    assert len(lines) == 1 and lines[0].startswith("tf-tpe-tune: warning: "), run
+    for word in WARNINGS[case]:
+        assert word in lines[0], f"{word!r} not in the warning line\n{run}"

@@ -12,10 +12,15 @@ pytestmark = pytest.mark.slow  # each trains a CNN, tunes it, and pays for a Ten
 
 
 def run_example(name, tmp_path, *args):
-    env = dict(os.environ)
-    proc = subprocess.run([sys.executable, str(EXAMPLES / name), *args], cwd=tmp_path, env=env,
+    """Run an example as a user would: in a clean environment (without the TF_CPP_MIN_LOG_LEVEL
+    this test process got from the package); it must print none of TensorFlow's native lines."""
+    from test_quiet import CLEAN_ENV, NATIVE_LINE
+
+    proc = subprocess.run([sys.executable, str(EXAMPLES / name), *args], cwd=tmp_path, env=CLEAN_ENV,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"{name} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    noise = [line for line in (proc.stdout + proc.stderr).splitlines() if NATIVE_LINE.match(line)]
+    assert not noise, f"{name} printed TensorFlow's native lines:\n" + "\n".join(noise)
     return proc
 
 

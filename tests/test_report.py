@@ -15,7 +15,7 @@ from tf_tpe_tuner.history import TrialRecord
 from tf_tpe_tuner.progress import ProgressHooks, attach, resolve_mode
 from tf_tpe_tuner.realize import AnnotationRealizer
 from tf_tpe_tuner.realize_denylist import DenylistRealizer
-from tf_tpe_tuner.report import pareto_front, write_report
+from tf_tpe_tuner.report import pareto_figure, pareto_front, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -116,6 +116,51 @@ def test_pareto_front():
     assert pareto_front(lower, higher_is_better=False) == [2, 3, 1]
 
 
+def test_report_explains_the_loss_column(report, run):
+    md = (run[3] / "report.md").read_text()
+    assert "| loss |" in md and "The loss is what the search minimizes" in md and "0 at 2x" in md
+
+
+def rgba_at(fig, ax, x, y) -> np.ndarray:
+    """The rendered figure's pixel at data point (x, y)."""
+    fig.canvas.draw()
+    image = np.asarray(fig.canvas.buffer_rgba())
+    px, py = ax.transData.transform((x, y))
+    return image[int(round(image.shape[0] - py)), int(round(px))]
+
+
+def test_pareto_plot_microseconds_singular_and_the_all_int8_marker_on_the_best(run):
+    import matplotlib.pyplot as plt
+
+    _, result, _, _ = run
+    first = result.history[0]  # all-int8 (the tuner's first trial)
+    assert all(d == "int8" for d in first.config.values())
+    one = dataclasses.replace(result, history=[first], best_trial=first.trial, accuracy=first.accuracy,
+                              latency_ms=first.latency_ms)
+    assert result.baseline.latency_ms < 0.1  # the CNN runs in microseconds
+    fig, _ = pareto_figure(one)
+    try:
+        (ax,) = fig.axes
+        assert ax.get_xlabel().startswith("latency (µs")
+        assert ax.get_title().startswith("1 trial: ")
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert f"fp32 ({result.baseline.latency_ms * 1e3:.4g} µs)" in labels, labels
+        assert any(label.startswith("all-int8 (trial 1") for label in labels), labels
+        # the all-int8 marker is drawn over the best's star, not hidden under it
+        r, g, b, _ = rgba_at(fig, ax, first.latency_ms * 1e3, first.accuracy).astype(int)
+        assert g > 120 and g > r + 50 and g > b + 30, (r, g, b)  # the marker's green (#2e9e4f)
+    finally:
+        plt.close(fig)
+    slow = dataclasses.replace(result, baseline=dataclasses.replace(result.baseline, latency_ms=2.5),
+                               history=[dataclasses.replace(r, latency_ms=1.5) for r in result.history])
+    fig, _ = pareto_figure(slow)
+    try:
+        assert fig.axes[0].get_xlabel().startswith("latency (ms")
+        assert fig.axes[0].get_title().startswith(f"{len(result.history)} trials: ")
+    finally:
+        plt.close(fig)
+
+
 def test_report_when_every_trial_failed(run, tmp_path):
     import matplotlib.image
 
@@ -132,12 +177,17 @@ def test_report_when_every_trial_failed(run, tmp_path):
 
 # -- progress -------------------------------------------------------------------------------------
 def test_log_mode_one_line_per_trial(run):
+    """One line per trial, with the trial's own numbers and the run's: no second progress line."""
     _, result, hooks, _ = run
     assert len(hooks.lines) == result.trials
-    assert hooks.lines[0].startswith("progress: 1/4 trials, ")
-    last = hooks.lines[-1]
-    assert last.startswith("progress: 4/4 trials, ") and "/1:00:00" in last
-    assert f"best acc {result.accuracy:.4f} ({result.speedup:.2f}x)" in last
+    for record, line in zip(result.history, hooks.lines):
+        n_int8 = sum(1 for d in record.config.values() if d == "int8")
+        assert line.startswith(f"trial {record.trial}  int8 {n_int8}/5  acc {record.accuracy:.4f}  "
+                               f"lat {record.latency_ms:.4f} ms  loss {record.loss:.2f}  "), line
+        assert f" | {record.trial}/4 trials " in line and "/1:00:00 | chosen: trial " in line, line
+    # the accuracy shown last is the chosen (best) trial's, and says so
+    assert hooks.lines[-1].endswith(f"chosen: trial {result.best_trial} (acc {result.accuracy:.4f}, "
+                                    f"{result.speedup:.2f}x, meets)")
 
 
 def record(trial, acc, lat, met, status="ok"):
@@ -154,7 +204,7 @@ def test_bar_mode_draws_a_tqdm_bar():
             hooks.on_trial_begin(i, rec.config)
             hooks.on_trial_end(rec)
     text = out.getvalue()
-    assert "3/3" in text and "/1:00" in text and "best acc 0.9500 (1.0000 ms) meets" in text
+    assert "3/3" in text and "/1:00" in text and "chosen: trial 3 (acc 0.9500, 1.0000 ms, meets)" in text
     assert hooks.failed == 1
 
 

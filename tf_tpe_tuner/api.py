@@ -114,13 +114,6 @@ def _same_dir(a: str | None, b: str) -> bool:
 
 def _existing_results(output_dir: str, overwrite: bool) -> list[str]:
     """Result files already in output_dir; refused unless `overwrite`."""
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise TunerInputError(f"output directory {output_dir} is a file")
-    existing = [os.path.join(output_dir, f) for f in RESULT_FILES + report_mod.REPORT_FILES
-                if os.path.exists(os.path.join(output_dir, f))]
-    if existing and not overwrite:
-        names = ", ".join(os.path.basename(p) for p in existing)
-        raise TunerInputError(
-            f"output directory {output_dir} already holds results ({names}); pass --overwrite "
-            "(overwrite=True) to replace them, or choose another directory")
-    return existing
+    from .workspace import existing_results  # TensorFlow-free: the command line checks it early
+
+    return existing_results(output_dir, overwrite)

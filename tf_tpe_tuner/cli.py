@@ -1,4 +1,9 @@
-"""tf-tpe-tune: the command line, a thin shell over `tf_tpe_tuner.tune()`.
+"""tf-tpe-tune: which units of a tf_keras model run in int8, searched with TPE; writes the
+fastest TFLite model that meets the accuracy criterion. A thin shell over `tf_tpe_tuner.tune()`.
+
+    tf-tpe-tune --model=model.keras --conf=conf.yaml --calib_data=calib.npz --eval_data=eval.npz \\
+        --output_dir=out [--max_trials=N] [--timeout=S] [--seed=N] [--strategy=tpe] [--overwrite]
+    tf-tpe-tune --model=model.keras --dry_run     # the units, and why the other layers stay float
 
 Exit status: 0 the accuracy criterion was met, 1 it was not (the best attempt is still
 written), 2 bad input (flags, conf, files, model, data), 3 an internal error.
@@ -11,12 +16,12 @@ import sys
 from absl import app, flags
 
 from . import _cli_common
-from ._native import native_stderr_silenced
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Keras model: a .keras or .h5 file or a SavedModel directory (tf_keras).")
 flags.DEFINE_string("conf", None, "yaml conf (Neural Compressor-style fields); defaults if absent.")
-flags.DEFINE_string("calib_data", None, ".npz with array x (or one array per model input).")
+flags.DEFINE_string("calib_data", None, ".npz with array x (or one array per model input), or a .npy "
+                    "holding x.")
 flags.DEFINE_string("eval_data", None, ".npz with arrays x and y.")
 flags.DEFINE_string("output_dir", None, "Where results go (overrides tuning.workspace.path).")
 flags.DEFINE_integer("max_trials", None, "Overrides tuning.exit_policy.max_trials.", lower_bound=1)
@@ -49,6 +54,7 @@ def fail(message: str) -> None:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
+    _cli_common.help_if_asked(argv, __doc__, FLAGS, "model")
     return _cli_common.parse_or_fail(PROG, FLAGS, argv)
 
 
@@ -67,13 +73,28 @@ def check_flags() -> None:
             fail(f"--{name} file {path} does not exist")
 
 
+def check_before_tensorflow(conf) -> None:
+    """The data files' formats and the output directory: refused in a fraction of a second,
+    not after TensorFlow has loaded (seconds)."""
+    from . import workspace
+    from .data import file_kind
+
+    file_kind(FLAGS.calib_data, "--calib_data")
+    file_kind(FLAGS.eval_data, "--eval_data", labels_needed=True)
+    if FLAGS.test_data:
+        file_kind(FLAGS.test_data, "--test_data", labels_needed=True)
+    resume_dir = conf.workspace if FLAGS.resume else conf.get("tuning.workspace.resume")
+    if resume_dir:
+        workspace.check_resume(resume_dir, FLAGS.overwrite)
+    else:
+        workspace.existing_results(conf.workspace, FLAGS.overwrite)
+
+
 def _load_tensorflow() -> None:
     from absl import logging as absl_logging
 
-    with native_stderr_silenced():
-        from ._tf import tf
+    from ._tf import tf  # noqa: F401  (loads quietly: see _native.py)
 
-        tf.config.list_physical_devices()
     absl_logging.set_verbosity(absl_logging.WARNING)  # the converter's chatter
 
 
@@ -81,6 +102,7 @@ def main(argv: list[str]) -> int:
     if len(argv) > 1:
         fail(f"unexpected arguments: {' '.join(argv[1:])}")
     check_flags()
+    _cli_common.one_line_warnings(PROG)
     return _cli_common.run_guarded(PROG, _run_keeping_results,
                                    "interrupted before any trial finished; nothing written")
 
@@ -99,12 +121,7 @@ def _run_keeping_results() -> int:
 
 
 def _run() -> int:
-    _load_tensorflow()
-    from . import progress
-    from .api import tune
     from .conf import Conf
-    from .model_io import load_keras_model
-    from .walker import walk
 
     conf = Conf(FLAGS.conf).override(**{
         "tuning.exit_policy.max_trials": FLAGS.max_trials,
@@ -116,6 +133,14 @@ def _run() -> int:
         "tuning.executor.workers": FLAGS.workers,
         "tuning.executor.address": FLAGS.ray_address,
     })
+    if not FLAGS.dry_run:
+        check_before_tensorflow(conf)
+    _load_tensorflow()
+    from . import progress
+    from .api import tune
+    from .model_io import load_keras_model
+    from .walker import walk
+
     model = load_keras_model(FLAGS.model, allow_unsafe=FLAGS.allow_unsafe_model)
     if FLAGS.dry_run:
         print(walk(model).describe())

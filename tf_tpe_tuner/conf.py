@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
+from .checks import warn_if_relative_criterion_loose
 from .errors import TunerInputError
 
 STRATEGIES = ("tpe", "random", "basic")
@@ -287,6 +288,7 @@ class Conf:
                 "conf: tuning.accuracy_criterion takes exactly one of relative or absolute, not both")
         if crit["relative"] is None and crit["absolute"] is None:
             crit["relative"] = 0.01
+        warn_if_relative_criterion_loose(crit["relative"])
         metric, topk = _parse_metric(self._data["evaluation"]["accuracy"]["metric"])
         self.metric_name, self.metric_topk = metric, topk
         self.op_wise = _parse_op_wise(self._data["quantization"]["op_wise"])

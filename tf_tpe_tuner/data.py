@@ -6,6 +6,7 @@ Users hand data over in many forms (arrays, `(x, y)` tuples, dicts keyed by inpu
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -13,35 +14,89 @@ import numpy as np
 
 from .errors import TunerInputError
 
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive's first bytes (the second: empty)
+
 
 @dataclass
 class ArrayData:
-    """`x`: one array per model input (same first dimension); `y`: labels or None."""
+    """`x`: one array per model input (same first dimension); `y`: labels or None.
+
+    `source` says where the data came from, for messages ("evaluation data file eval.npz");
+    `npy`: read from a .npy file, which holds a single array and so never labels.
+    """
 
     x: list[np.ndarray]
     y: np.ndarray | None = None
+    source: str = ""
+    npy: bool = False
 
     def __len__(self) -> int:
         return int(self.x[0].shape[0])
 
     def take(self, n: int) -> "ArrayData":
-        return ArrayData([a[:n] for a in self.x], None if self.y is None else self.y[:n])
+        return ArrayData([a[:n] for a in self.x], None if self.y is None else self.y[:n],
+                         self.source, self.npy)
+
+    def require_labels(self, what: str = "data") -> None:
+        """Refuse data without labels (y), saying how to add them."""
+        if self.y is None:
+            raise _no_labels(self.source or what, self.npy)
 
     def batches(self, batch_size: int) -> Iterator[list[np.ndarray]]:
         for start in range(0, len(self), batch_size):
             yield [a[start:start + batch_size] for a in self.x]
 
 
-def load_npz(path: str, input_names: Sequence[str], what: str) -> ArrayData:
-    """Read `x` (or arrays named after the model's inputs) and optional `y` from an .npz file."""
+def _no_labels(where: str, npy: bool) -> TunerInputError:
+    if npy:
+        return TunerInputError(
+            f"{where} is a .npy file, which holds one array (the inputs) and no labels; save "
+            "inputs and labels together in an .npz: numpy.savez(path, x=x, y=y)")
+    return TunerInputError(f"{where} has no labels (y)")
+
+
+def file_kind(path: str, what: str, labels_needed: bool = False) -> str:
+    """The file's format from its first bytes (not its name): "npz" or "npy". Anything else is
+    refused, and so is a .npy file where labels are needed. Reads no arrays: cheap and free of
+    TensorFlow, so that the command line can refuse a wrong file before loading it."""
+    where = f"{what} file {path}"
     if not os.path.exists(path):
-        raise TunerInputError(f"{what} file {path} does not exist")
+        raise TunerInputError(f"{where} does not exist")
+    if os.path.isdir(path):
+        raise TunerInputError(f"{where} is a directory, expected an .npz file")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head.startswith(NPY_MAGIC):
+        if labels_needed:
+            raise _no_labels(where, npy=True)
+        return "npy"
+    if head.startswith(ZIP_MAGICS):
+        return "npz"
+    found = "it is empty" if not head else f"it starts with {head!r}"
+    raise TunerInputError(
+        f"{where} is not an .npz file: an .npz is a zip archive of arrays (numpy.savez writes "
+        f"one), {found}")
+
+
+def load_npz(path: str, input_names: Sequence[str], what: str) -> ArrayData:
+    """Read `x` (or arrays named after the model's inputs) and optional `y` from an .npz file,
+    or the inputs of a single-input model from a .npy file."""
+    where = f"{what} file {path}"
     try:
+        if file_kind(path, what) == "npy":
+            if len(input_names) > 1:
+                raise TunerInputError(
+                    f"{where} is a .npy file, which holds one array; the model takes "
+                    f"{len(input_names)} inputs: save an .npz with arrays {', '.join(input_names)}")
+            return ArrayData([np.load(path, allow_pickle=False)], None, where, npy=True)
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
+    except zipfile.BadZipFile as err:
+        raise TunerInputError(f"{where} is a damaged zip archive ({err})") from None
     except (OSError, ValueError) as err:
-        raise TunerInputError(f"{what} file {path} is not a readable .npz file ({err})") from None
-    return _from_mapping(arrays, input_names, f"{what} file {path}")
+        raise TunerInputError(f"{where} is not a readable .npz file ({err})") from None
+    return _from_mapping(arrays, input_names, where)
 
 
 def _from_mapping(arrays: Mapping[str, Any], input_names: Sequence[str], where: str) -> ArrayData:
@@ -57,7 +112,7 @@ def _from_mapping(arrays: Mapping[str, Any], input_names: Sequence[str], where: 
         raise TunerInputError(
             f"{where} must hold one array per model input, named {', '.join(input_names)}; "
             f"missing {', '.join(missing)}")
-    return ArrayData([np.asarray(a) for a in x], None if y is None else np.asarray(y))
+    return ArrayData([np.asarray(a) for a in x], None if y is None else np.asarray(y), where)
 
 
 def as_array_data(data: Any, input_names: Sequence[str], what: str) -> ArrayData:
@@ -67,16 +122,16 @@ def as_array_data(data: Any, input_names: Sequence[str], what: str) -> ArrayData
     if isinstance(data, (str, os.PathLike)):
         return load_npz(os.fspath(data), input_names, what)
     if isinstance(data, np.ndarray):
-        return ArrayData([data])
+        return ArrayData([data], source=what)
     if isinstance(data, Mapping):
         return _from_mapping(data, input_names, what)
     if isinstance(data, tuple) and len(data) == 2:
         x, y = data
         xs = _input_list(x, input_names, what)
-        return ArrayData(xs, None if y is None else np.asarray(y))
+        return ArrayData(xs, None if y is None else np.asarray(y), what)
     if isinstance(data, list) and data and all(isinstance(a, np.ndarray) for a in data) \
             and len(data) == len(input_names) > 1:
-        return ArrayData(list(data))
+        return ArrayData(list(data), source=what)
     if hasattr(data, "__iter__"):
         return _from_batches(data, input_names, what)
     raise TunerInputError(
@@ -111,7 +166,7 @@ def _from_batches(batches: Any, input_names: Sequence[str], what: str) -> ArrayD
     if ys and len(ys) != len(xs):
         raise TunerInputError(f"{what}: some batches have labels and some do not")
     x_cat = [np.concatenate([b[i] for b in xs]) for i in range(len(xs[0]))]
-    return ArrayData(x_cat, np.concatenate(ys) if ys else None)
+    return ArrayData(x_cat, np.concatenate(ys) if ys else None, what)
 
 
 def _numpy(x: Any) -> Any:
@@ -123,24 +178,45 @@ def _numpy(x: Any) -> Any:
 
 
 def check_against_model(data: ArrayData, input_shapes: Sequence[tuple], what: str) -> ArrayData:
-    """Cast to float32 and check every input array's sample shape against the model's."""
+    """Cast to float32 and check every input array's sample shape against the model's, and
+    that inputs and labels are finite (one NaN turns a calibrated range, or the accuracy, into
+    nonsense without any error)."""
+    where = data.source or what
     if len(data.x) != len(input_shapes):
-        raise TunerInputError(f"{what} has {len(data.x)} input arrays, the model takes {len(input_shapes)}")
+        raise TunerInputError(f"{where} has {len(data.x)} input arrays, the model takes {len(input_shapes)}")
     out = []
     for i, (arr, shape) in enumerate(zip(data.x, input_shapes)):
         expected = tuple(shape[1:])
         got = tuple(arr.shape[1:])
         fits = len(got) == len(expected) and all(e is None or e == g for e, g in zip(expected, got))
+        name = f" (input {i})" if len(input_shapes) > 1 else ""
         if not fits:
-            name = f" (input {i})" if len(input_shapes) > 1 else ""
             pretty = "(N, " + ", ".join("?" if e is None else str(e) for e in expected) + ")"
             raise TunerInputError(
-                f"{what}{name} has samples of shape {got}, the model expects {pretty}")
+                f"{where}{name} has samples of shape {got}, the model expects {pretty}")
         if arr.shape[0] != len(data):
-            raise TunerInputError(f"{what}: input arrays differ in their number of samples")
-        out.append(np.asarray(arr, dtype=np.float32))
+            raise TunerInputError(f"{where}: input arrays differ in their number of samples")
+        try:
+            with np.errstate(over="ignore"):  # a value too big for float32 is refused just below
+                arr = np.asarray(arr, dtype=np.float32)
+        except (TypeError, ValueError) as err:
+            raise TunerInputError(f"{where}{name}: the inputs are not numbers ({err})") from None
+        _check_finite(arr, f"{where}{name}: the inputs")
+        out.append(arr)
     if len(out[0]) == 0:
-        raise TunerInputError(f"{what} holds no samples")
-    if data.y is not None and len(data.y) != len(out[0]):
-        raise TunerInputError(f"{what}: y has {len(data.y)} labels for {len(out[0])} samples")
-    return ArrayData(out, data.y)
+        raise TunerInputError(f"{where} holds no samples")
+    if data.y is not None:
+        if len(data.y) != len(out[0]):
+            raise TunerInputError(f"{where}: y has {len(data.y)} labels for {len(out[0])} samples")
+        if np.issubdtype(np.asarray(data.y).dtype, np.number):
+            _check_finite(np.asarray(data.y), f"{where}: the labels (y)")
+    return ArrayData(out, data.y, data.source, data.npy)
+
+
+def _check_finite(values: np.ndarray, what: str) -> None:
+    bad = ~np.isfinite(values)
+    if bad.any():
+        first = int(np.argmax(bad.reshape(len(values), -1).any(axis=1)))
+        raise TunerInputError(
+            f"{what} hold NaN or infinity ({int(bad.sum())} of {values.size} values, the first in "
+            f"sample {first})")

@@ -181,8 +181,8 @@ class Evaluator:
                  latency_func: Callable[[bytes], float] | None = None):
         if eval_data is None and eval_func is None:
             raise TunerInputError("give evaluation data (eval_data) or an eval_func")
-        if eval_func is None and eval_data.y is None:
-            raise TunerInputError("evaluation data has no labels (y)")
+        if eval_func is None:
+            eval_data.require_labels("evaluation data")
         self.metric = metric
         self.eval_data = eval_data
         self.eval_func = eval_func
@@ -283,15 +283,20 @@ class Evaluator:
         latency, ratio = self._latency(model)
         return Evaluation(accuracy, latency, time.perf_counter() - start, ratio)
 
-    def check_labels(self, output_shapes: list[tuple]) -> None:
-        """Refuse evaluation labels that cannot match the model's output."""
-        if self.eval_func is not None or self.eval_data is None:
-            return
-        y = np.asarray(self.eval_data.y)
+    def check_labels(self, output_shapes: list[tuple], data: ArrayData | None = None) -> None:
+        """Refuse labels that cannot match the model's output: those of the evaluation data, or
+        of `data` (test data, say) when given."""
+        if data is None:
+            if self.eval_func is not None or self.eval_data is None:
+                return
+            data = self.eval_data
+        where = data.source or "evaluation data"
+        y = np.asarray(data.y)
         out = output_shapes[0]
         width = out[-1] if len(out) > 1 else 1
         if self.metric.name.startswith("top"):
             if y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1):
+                _check_class_indices(y, width, where)
                 if width and width > 1 and (y.min() < 0 or y.max() >= width):
                     raise TunerInputError(
                         f"evaluation labels range over {int(y.min())}..{int(y.max())} but the model "
@@ -302,3 +307,20 @@ class Evaluator:
         elif y.reshape(len(y), -1).shape[1] != int(np.prod([d for d in out[1:] if d])):
             raise TunerInputError(
                 f"evaluation targets have shape {y.shape[1:]}, the model outputs {out[1:]}")
+
+
+def _check_class_indices(y: np.ndarray, width: int | None, where: str) -> None:
+    """Labels of shape (N,) or (N, 1) for a topk metric are class indices: whole numbers.
+    (Floats such as 0.3 would be truncated to a class and score nonsense without an error.)"""
+    if y.dtype.kind not in "biuf":
+        raise TunerInputError(f"{where}: the labels (y) are not numbers (dtype {y.dtype})")
+    if y.dtype.kind != "f":
+        return
+    fractional = y != np.round(y)
+    if fractional.any():
+        first = int(np.argmax(fractional.reshape(-1)))
+        expected = (f"class indices 0..{width - 1}, or one-hot or soft labels of shape (N, {width})"
+                    if width and width > 1 else "class indices 0 or 1 (the model has one output)")
+        raise TunerInputError(
+            f"{where}: the labels (y) are floats that are not whole numbers ({y.reshape(-1)[first]:g} "
+            f"in sample {first}); the topk metric needs {expected}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 
 import yaml
 
@@ -19,9 +19,18 @@ RESULT_FILES = ("best_model.tflite", "best_config.yaml", "summary.json", "histor
 
 
 def write_atomic(path: str, data: bytes | str) -> None:
+    """Write to a temporary file beside `path`, then rename it over `path`. The temporary file
+    is created with mode 0o666 like any file, so the umask gives the result its mode
+    (`tempfile.mkstemp` would make it 0o600: files the user could not share)."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)
+    while True:
+        tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:  # another writer's temporary file: draw another name
+            continue
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)

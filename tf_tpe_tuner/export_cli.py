@@ -43,7 +43,6 @@ flags.DEFINE_float("tolerance", 0.0, "Accepted absolute difference from the reco
                    lower_bound=0, flag_values=FLAGS)
 flags.DEFINE_boolean("allow_unsafe_model", False, "Load .h5/SavedModel models with Lambda layers "
                      "and .keras files outside safe mode.", flag_values=FLAGS)
-flags.DEFINE_boolean("help", False, "Show this help.", flag_values=FLAGS, short_name="h")
 
 EXIT_OK, EXIT_CHECK_FAILED = 0, 1
 PROG = "tf-tpe-export"
@@ -54,10 +53,8 @@ def fail(message: str) -> None:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
+    _cli_common.help_if_asked(argv, __doc__, FLAGS, "model")
     rest = _cli_common.parse_or_fail(PROG, FLAGS, argv)
-    if FLAGS.help:
-        print(__doc__.strip() + "\n\nflags:\n" + FLAGS.get_help(include_special_flags=False))
-        sys.exit(EXIT_OK)
     flags.FLAGS.mark_as_parsed()  # absl's app.run checks its global flag set
     return rest
 

@@ -5,39 +5,65 @@
         result = strategy.traverse()
 
 Modes:
-- "bar": a tqdm bar on stderr: trials against `max_trials`, time against `timeout`, the best
-  accuracy and speed-up so far. Log lines go above it (`setup_logging("bar")`).
-- "log": no bar; one progress line per finished trial on the `tf_tpe_tuner` logger
-  (absl-style plain lines; the command line prints them on stdout).
+- "log": one line per finished trial on the `tf_tpe_tuner` logger (the command line prints
+  them on stdout), with the trial's own numbers, then the run's: trials done, the clock, and
+  the configuration chosen so far (the best: the fastest that meets the criterion)::
+
+    trial 3  int8 4/5  acc 0.9837  lat 0.0044 ms  loss -5.35  meets | 3/20 trials  0:01/10:00 | chosen: trial 2 (acc 0.9837, 2.92x, meets)
+
+- "bar": a tqdm bar on stderr, of a fixed layout (trials, the clock, the trial running, the
+  chosen configuration), with the same line per trial above it. On a terminal whose width is
+  unknown or 0 tqdm draws nothing, so there the log mode is used instead.
 - "quiet": nothing but warnings and errors.
 - "auto": "bar" when stderr is a terminal, else "log".
 
 `ProgressHooks` fits `TuneStrategy`'s q_hooks ({"on_trial_begin", "on_trial_end"}); bound to
-the strategy (`attach`) it also knows the float baseline (for the speed-up) and the clock.
+the strategy (`attach`) it also knows the float baseline (for the speed-up), the chosen trial
+and the clock.
 """
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from typing import Callable, Mapping
 
 MODES = ("auto", "bar", "log", "quiet")
 LOGGER = "tf_tpe_tuner"
+BAR_WIDTH = 20  # characters; fixed, so that the text around the bar does not move
 log = logging.getLogger(LOGGER)
 
 
+def terminal_width(stream) -> int | None:
+    """Columns of the terminal `stream` writes to; None when unknown (not a terminal)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _isatty(stream) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(callable(isatty) and isatty())
+
+
 def resolve_mode(mode: str | None = "auto", quiet: bool = False, stream=None) -> str:
-    """The mode to use: `quiet` wins; "auto" is "bar" on a terminal, else "log"."""
+    """The mode to use: `quiet` wins; "auto" is "bar" on a terminal, else "log"; "bar" on a
+    terminal of unknown or zero width is "log" (tqdm would show nothing there)."""
     if quiet:
         return "quiet"
     mode = "auto" if mode is None else str(mode).lower()
     if mode not in MODES:
         raise ValueError(f"progress mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if mode == "auto":
+    if mode in ("auto", "bar"):
         stream = stream if stream is not None else sys.stderr
-        isatty = getattr(stream, "isatty", None)
-        return "bar" if callable(isatty) and isatty() else "log"
+        tty = _isatty(stream)
+        if mode == "auto" and not tty:
+            return "log"
+        if tty and not terminal_width(stream):
+            return "log"
+        return "bar"
     return mode
 
 
@@ -93,7 +119,7 @@ class ProgressHooks:
         file: where the bar goes (stderr); log mode falls back to it when no logging handler
             would show the `tf_tpe_tuner` logger's lines.
         higher_is_better: how to read accuracies.
-        strategy: the TuneStrategy; gives the baseline (speed-up), the best trial and the clock.
+        strategy: the TuneStrategy; gives the baseline (speed-up), the chosen trial and the clock.
         desc: the bar's label.
     """
 
@@ -110,15 +136,19 @@ class ProgressHooks:
         self.failed = 0
         self._best = None  # the best record seen, when no strategy tells
         self._bar = None
+        self._running = ""  # the bar's "trial 4: 3/5 int8" while a trial runs
+        # widths that only grow, so that the bar's status text does not move about
+        self._running_width = self._status_width = 0
         self._start = time.monotonic()
-        self.lines: list[str] = []  # log mode's lines, kept for callers and tests
+        self.lines: list[str] = []  # the lines per trial, kept for callers and tests
 
     # -- what the strategy calls -----------------------------------------------------------
     def on_trial_begin(self, trial: int, config: Mapping[str, str]) -> None:
         if self.mode == "bar":
-            bar = self._ensure_bar()
             n_int8 = sum(1 for d in config.values() if d == "int8")
-            bar.set_description_str(f"{self.desc} (trial {trial}: {n_int8}/{len(config)} int8)")
+            digits = len(str(len(config)))
+            self._running = f"trial {trial:>{len(str(self.max_trials))}}: {n_int8:>{digits}}/{len(config)} int8"
+            self._refresh_bar()
 
     def on_trial_end(self, record) -> None:
         self.done += 1
@@ -126,13 +156,11 @@ class ProgressHooks:
             self.failed += 1
         elif self.strategy is None:
             self._best = self._better(self._best, record)
+        if self.mode in ("log", "bar"):
+            self._emit(self.trial_line(record))
         if self.mode == "bar":
-            bar = self._ensure_bar()
-            bar.set_description_str(self.desc)
-            bar.set_postfix_str(self.status(), refresh=False)
-            bar.update(1)
-        elif self.mode == "log":
-            self._emit(f"progress: {self.status(with_count=True)}")
+            self._running = ""
+            self._refresh_bar(advance=1)
 
     def q_hooks(self, existing: Mapping[str, Callable] | None = None) -> dict[str, Callable]:
         """{"on_trial_begin", "on_trial_end"}: these hooks, after any `existing` ones."""
@@ -156,6 +184,7 @@ class ProgressHooks:
 
     @property
     def best(self):
+        """The chosen trial so far (the strategy's best), or None."""
         if self.strategy is not None:
             return getattr(self.strategy, "best", None)
         return self._best
@@ -164,30 +193,45 @@ class ProgressHooks:
     def baseline(self):
         return getattr(self.strategy, "baseline", None) if self.strategy is not None else None
 
-    def status(self, with_count: bool = False) -> str:
-        parts = []
-        if with_count:
-            parts.append(f"{self._trials_total()}/{self.max_trials} trials"
-                         + (f" ({self.failed} failed)" if self.failed else ""))
-        parts.append(f"{_clock(self.elapsed)}/{_clock(self.timeout)}" if self.timeout
-                     else _clock(self.elapsed))
+    def trial_line(self, record) -> str:
+        """One line for a finished trial: its own numbers | the run's count and clock | the
+        configuration chosen so far. It starts with "trial N "."""
+        n_int8 = sum(1 for d in record.config.values() if d == "int8")
+        own = f"trial {record.trial}  int8 {n_int8}/{len(record.config)}  "
+        if record.status != "ok":
+            own += f"FAILED: {_first_line(record.error)}"
+        else:
+            own += (f"acc {_num(record.accuracy)}  lat {_num(record.latency_ms)} ms  "
+                    f"loss {_num(record.loss, 2)}  {'meets' if record.met_criterion else 'misses'}")
+        return f"{own} | {self._count()}  {self._clock()} | {self._chosen()}"
+
+    def bar_status(self) -> str:
+        """What the bar shows right of it: the clock, the trial running, the chosen one."""
+        self._running_width = max(self._running_width, len(self._running))
+        return f"{self._clock()}  {self._running.ljust(self._running_width)}  {self._chosen()}"
+
+    def _count(self) -> str:
+        return (f"{self._resumed() + self.done}/{self.max_trials} trials"
+                + (f" ({self.failed} failed)" if self.failed else ""))
+
+    def _clock(self) -> str:
+        if not self.timeout:
+            return _clock(self.elapsed)
+        limit = _clock(self.timeout)
+        return f"{_clock(self.elapsed).rjust(len(limit))}/{limit}"
+
+    def _chosen(self) -> str:
+        """The chosen trial, its accuracy labelled as its own: the best trial changes, and a
+        bare "acc" would look like the best accuracy going down when a faster one is chosen."""
         best, base = self.best, self.baseline
         if best is None or best.accuracy is None:
-            parts.append("best -")
+            return "chosen: -"
+        if base is not None and best.latency_ms:
+            speed = f"{base.latency_ms / best.latency_ms:.2f}x"
         else:
-            text = f"best acc {best.accuracy:.4f}"
-            if base is not None and best.latency_ms:
-                text += f" ({base.latency_ms / best.latency_ms:.2f}x)"
-            else:
-                text += f" ({best.latency_ms:.4f} ms)"
-            if best.met_criterion:
-                text += " meets"
-            parts.append(text)
-        return ", ".join(parts)
-
-    def _trials_total(self) -> int:
-        resumed = self._resumed()
-        return resumed + self.done
+            speed = f"{best.latency_ms:.4f} ms"
+        return (f"chosen: trial {best.trial} (acc {best.accuracy:.4f}, {speed}, "
+                f"{'meets' if best.met_criterion else 'misses'})")
 
     def _resumed(self) -> int:
         if not hasattr(self, "_resumed_count"):
@@ -206,27 +250,41 @@ class ProgressHooks:
         return record if sign * record.accuracy > sign * current.accuracy else current
 
     # -- output ------------------------------------------------------------------------------
+    def _refresh_bar(self, advance: int = 0) -> None:
+        bar = self._ensure_bar()
+        status = self.bar_status()
+        self._status_width = max(self._status_width, len(status))
+        bar.status = status.ljust(self._status_width)
+        if advance:
+            bar.update(advance)  # redraws
+        else:
+            bar.refresh()
+
     def _ensure_bar(self):
         if self._bar is None:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=self.max_trials, initial=self._resumed(), desc=self.desc,
-                             unit="trial", file=self.file, dynamic_ncols=True, leave=True,
-                             bar_format="{desc}: {n_fmt}/{total_fmt} |{bar}| {postfix}")
-            self._bar.set_postfix_str(self.status(), refresh=True)
+            self._bar = _bar_class()(
+                status=self.bar_status(), total=self.max_trials, initial=self._resumed(),
+                desc=self.desc, unit="trial",
+                file=self.file, dynamic_ncols=True, leave=True, mininterval=0,
+                bar_format="{desc} {n_fmt:>%d}/{total_fmt} |{bar:%d}| {status}"
+                           % (len(str(self.max_trials)), BAR_WIDTH))
         return self._bar
 
     def _emit(self, line: str) -> None:
         self.lines.append(line)
         if log.isEnabledFor(logging.INFO) and _has_handlers(log):
             log.info(line)
+        elif self._bar is not None:
+            from tqdm import tqdm
+
+            tqdm.write(line, file=self.file)  # above the bar
         else:
             print(line, file=self.file, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:
-            self._bar.set_description_str(self.desc)
-            self._bar.set_postfix_str(self.status(), refresh=True)
+            self._running = ""
+            self._refresh_bar()
             self._bar.close()
             self._bar = None
 
@@ -235,6 +293,32 @@ class ProgressHooks:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _bar_class():
+    """tqdm with a `status` field for its bar_format (tqdm's own postfix comes with a ", ")."""
+    from tqdm import tqdm
+
+    class Bar(tqdm):
+        def __init__(self, *args, status: str = "", **kwargs):
+            self.status = status  # before tqdm's __init__, which draws the bar once
+            super().__init__(*args, **kwargs)
+
+        @property
+        def format_dict(self):
+            return {**super().format_dict, "status": self.status}
+
+    return Bar
+
+
+def _num(value, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _first_line(text, limit: int = 160) -> str:
+    """An error message as one line of at most `limit` characters."""
+    line = " ".join(str(text or "").split())
+    return line if len(line) <= limit else line[:limit - 3] + "..."
 
 
 def _has_handlers(logger: logging.Logger) -> bool:
