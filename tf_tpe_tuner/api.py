@@ -6,9 +6,10 @@ from typing import Any, Callable
 
 from . import progress as progress_mod
 from . import report as report_mod
+from .checks import warn_if_test_overlaps
 from .conf import Conf
 from .errors import TunerInputError, TuningInterrupted
-from .export import RESULT_FILES, write_result
+from .export import write_result
 from .history import JsonlHistory
 from .run_setup import differences
 from .strategy import STRATEGIES, TuningResult
@@ -64,6 +65,7 @@ def tune(model, conf: "Conf | str | dict | None", calib_data: Any, eval_data: An
                             eval_func=eval_func, q_hooks=q_hooks, dicts={"history": resumed},
                             latency_func=latency_func)
     test = report_mod.load_test_data(test_data, strategy.graph)  # refused now, not after the search
+    warn_if_test_overlaps(test, strategy.prepared.spec.evaluation.eval_data)
     if resume_dir:
         _check_resumable(resume_dir, store.header, strategy)
     for path in existing:  # only now that every input has been checked

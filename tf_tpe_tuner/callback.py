@@ -212,7 +212,7 @@ def _tune_accepts(name: str) -> bool:
 
 
 def _holds_results(path: str) -> bool:
-    from .export import RESULT_FILES
+    from .workspace import RESULT_FILES
 
     return os.path.isdir(path) and any(os.path.exists(os.path.join(path, f)) for f in RESULT_FILES)
 

@@ -15,7 +15,6 @@ import yaml
 from .best_config import build as best_config
 from .strategy import TuningResult
 
-RESULT_FILES = ("best_model.tflite", "best_config.yaml", "summary.json", "history.jsonl")
 
 
 def write_atomic(path: str, data: bytes | str) -> None:

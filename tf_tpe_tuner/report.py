@@ -28,7 +28,6 @@ from .history import STATUS_OK, TrialRecord
 
 log = logging.getLogger("tf_tpe_tuner")
 
-REPORT_FILES = ("report.md", "report.json", "pareto.png")
 
 
 # -- sensitivity ------------------------------------------------------------------------------

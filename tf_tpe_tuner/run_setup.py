@@ -11,6 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .checks import warn_if_ranges_differ
 from .conf import Conf
 from .data import ArrayData, as_array_data, check_against_model
 from .errors import TunerInputError
@@ -47,6 +48,7 @@ def prepare(model, conf: Conf, calib_data: Any, eval_data: Any = None, eval_func
     if eval_data is not None:
         eval_data = check_against_model(as_array_data(eval_data, names, "evaluation data"), shapes,
                                         "evaluation data")
+        warn_if_ranges_differ(calib, eval_data)
     perf = conf.get("evaluation.performance")
     settings = dict(metric_name=conf.metric_name, metric_topk=conf.metric_topk, eval_data=eval_data,
                     eval_func=eval_func, batch_size=conf.get("evaluation.accuracy.batch_size"),

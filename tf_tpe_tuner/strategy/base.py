@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Callable, Mapping
 
+from ..checks import warn_if_baseline_at_chance
 from ..conf import Conf
 from ..history import JsonlHistory, TrialRecord
 from ..run_setup import prepare, sensitivity_measure
@@ -128,6 +129,12 @@ class TuneStrategy:
         the lowest loss, flagged. Up to `tuning.executor.workers` trials run at once. Ctrl-C
         (KeyboardInterrupt) ends the search with the best finished trial (`interrupted=True`).
         """
+        if self.study.baseline is None:
+            baseline = self.study.evaluate_baseline()
+            evaluation = self.prepared.spec.evaluation
+            if evaluation.eval_func is None:
+                warn_if_baseline_at_chance(self.evaluator.metric.name, baseline.accuracy, self.graph.output_shapes,
+                                           evaluation.eval_data.source or "evaluation data")
         result = self.study.run()
         unit_layers = [self.graph.display_names[layer] for u in self.graph.units for layer in u.layers]
         result.fp32_layers = [name for name in unit_layers if name not in result.int8_layers]
