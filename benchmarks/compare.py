@@ -54,6 +54,8 @@ from tf_tpe_tuner.data import ArrayData  # noqa: E402
 from tf_tpe_tuner.evaluate import Evaluator, make_metric  # noqa: E402
 from tf_tpe_tuner.realize_denylist import DenylistRealizer  # noqa: E402
 from tf_tpe_tuner.strategy import STRATEGIES  # noqa: E402
+from tf_tpe_tuner.study import Criterion  # noqa: E402
+from tf_tpe_tuner.trial import int8_units  # noqa: E402
 
 VARIANTS = {
     "tpe": {"strategy": {"name": "tpe"}},
@@ -79,13 +81,11 @@ def case_evaluator(case, conf: Conf) -> Evaluator:
 
 def drop_of(conf: Conf, base: float, acc: float) -> float:
     """The accuracy loss as the criterion counts it (relative or absolute)."""
-    d = base - acc if conf.higher_is_better else acc - base
-    kind, _ = conf.criterion
-    return d / abs(base) if kind == "relative" and base else d
+    return Criterion.from_conf(conf).drop(base, acc)
 
 
 def meets(conf: Conf, base: float, acc: float) -> bool:
-    return drop_of(conf, base, acc) <= conf.criterion[1] + 1e-12
+    return Criterion.from_conf(conf).meets(base, acc)
 
 
 def oracle(case, graph, conf: Conf, passes: int) -> dict:
@@ -136,7 +136,6 @@ def run_strategy(case, graph, conf_dict: dict, workdir: str) -> dict:
              "on_trial_end": lambda rec: ends.append(time.monotonic())}
     s = cls(graph, conf.override(**{"tuning.workspace.path": workdir}), case.calib_x,
             eval_dataloader=(case.eval_x, case.eval_y), q_hooks=hooks)
-    s.evaluator.set_latency_reference(s.realizer.realize_float().tflite_model)
     t0 = time.monotonic()
     result = s.traverse()
     total = time.monotonic() - t0
@@ -147,7 +146,7 @@ def run_strategy(case, graph, conf_dict: dict, workdir: str) -> dict:
     for rec, end in zip(result.history, ends):
         steps = dict(rec.step_seconds)
         evaluate = steps.pop("evaluate", 0.0)
-        records.append({"key": sorted(rec.key), "ok": rec.status == "ok", "accuracy": rec.accuracy,
+        records.append({"key": sorted(int8_units(rec.config)), "ok": rec.status == "ok", "accuracy": rec.accuracy,
                         "ratio": (rec.latency_ms / result.baseline.latency_ms) if rec.latency_ms else None,
                         "t": end - t0, "realize": sum(steps.values()), "evaluate": evaluate,
                         "seconds": rec.seconds, "steps": rec.step_seconds})
@@ -362,7 +361,7 @@ def suggest_cost() -> None:
     from hyperopt import STATUS_OK, Trials, hp, tpe
     from hyperopt.base import JOB_STATE_DONE, Domain
 
-    from tf_tpe_tuner.strategy.tpe_suggest import BinarySpace, suggest_values
+    from tf_tpe_tuner.samplers.tpe_suggest import BinarySpace, suggest_values
 
     labels = [f"u{i}" for i in range(64)]
     domain = Domain(lambda _: 0.0, {u: hp.choice(u, ("int8", "fp32")) for u in labels})

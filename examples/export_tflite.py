@@ -73,7 +73,8 @@ def main() -> int:
     # 3. The same from Python: float I/O, dynamic batch, as tuned.
     from ai_edge_litert.interpreter import Interpreter
     from tf_tpe_tuner.model_io import load_keras_model
-    from tf_tpe_tuner.rebuild import check_accuracy, rebuild, same_model
+    from tf_tpe_tuner.model_compare import same_model
+    from tf_tpe_tuner.rebuild import check_accuracy, rebuild
 
     saved = load_keras_model(path("model.keras"))
     exported = rebuild(saved, path("tuned/best_config.yaml"), path("calib.npz"))

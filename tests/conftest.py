@@ -75,3 +75,13 @@ def cnn_files(cnn, digits, tmp_path_factory):
     np.savez(root / "calib.npz", x=x[:100])
     np.savez(root / "eval.npz", x=xt, y=yt)
     return root
+
+
+def trial_lines(path) -> list[str]:
+    """history.jsonl's trial lines (its first line describes the run)."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [line for i, line in enumerate(lines) if not (i == 0 and set(json.loads(line)) == {"run"})]

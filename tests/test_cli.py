@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import FAST_PERF
+from conftest import FAST_PERF, trial_lines
 from test_quiet import CLEAN_ENV  # a user's environment: TensorFlow's start-up lines would show
 from tf_tpe_tuner._tf import keras
 
@@ -275,7 +275,7 @@ def runs(cnn, cnn_files, tmp_path_factory):
 
 
 def read_results(out: Path):
-    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    history = [json.loads(line) for line in trial_lines(out / "history.jsonl")]
     summary = json.loads((out / "summary.json").read_text())
     config = yaml.safe_load((out / "best_config.yaml").read_text())
     return history, summary, config
@@ -332,9 +332,9 @@ def test_tune_meets_criterion_and_writes_results(runs, cnn_files):
     assert set(summary["quantized_layers"]).isdisjoint(summary["fp32_layers"])
     assert set(best["int8_units"]) <= set(summary["quantized_layers"])
 
-    trial_lines = [line for line in run.stdout.splitlines() if line.startswith("trial ")]
-    assert len(trial_lines) == 3, run
-    assert [line.split()[1] for line in trial_lines] == ["1", "2", "3"]
+    printed = [line for line in run.stdout.splitlines() if line.startswith("trial ")]
+    assert len(printed) == 3, run
+    assert [line.split()[1] for line in printed] == ["1", "2", "3"]
     assert not [line for line in run.stdout.splitlines() if line.startswith("progress")], run
     assert run.stderr == "", run  # not one line of TensorFlow's native logging
 
@@ -447,9 +447,6 @@ def test_npy_calibration_inputs_and_one_hot_labels_are_accepted(runs):
     assert summary["fp32_accuracy"] > 0.9  # one-hot labels scored as the classes they encode
 
 
-NEEDS_CORE = pytest.mark.xfail(
-    strict=True, reason="the tuning core does not call tf_tpe_tuner.checks yet (issue 10, item 2); "
-    "remove this mark once it does")
 WARNINGS = {
     # case: words the warning line must contain
     "warn_relative_criterion": ["tuning.accuracy_criterion.relative is 0.6", "60 %"],
@@ -461,9 +458,9 @@ WARNINGS = {
 
 @pytest.mark.parametrize("case", [
     "warn_relative_criterion",
-    pytest.param("warn_calibration_range", marks=NEEDS_CORE),
-    pytest.param("warn_baseline_at_chance", marks=NEEDS_CORE),
-    pytest.param("warn_test_overlaps_eval", marks=NEEDS_CORE),
+    "warn_calibration_range",
+    "warn_baseline_at_chance",
+    "warn_test_overlaps_eval",
 ])
 def test_warning_is_one_line_and_the_run_goes_on(runs, case):
     run = runs[case]

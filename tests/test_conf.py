@@ -8,11 +8,22 @@ def test_defaults_follow_neural_compressor():
     assert conf.get("tuning.strategy.name") == "tpe"
     assert conf.criterion == ("relative", 0.01)
     assert conf.higher_is_better is True
-    assert conf.max_trials == 100 and conf.timeout == 0
+    assert conf.max_trials == 100 and conf.timeout is None  # no time limit
+    assert conf.patience == 8  # no exit policy set: the run stops by patience
     assert conf.seed == 1978
     assert conf.get("quantization.calibration.sampling_size") == 100
     assert conf.workspace == "./tpe_workspace"
     assert conf.metric_name == "topk" and conf.metric_topk == 1
+
+
+@pytest.mark.parametrize("policy,patience", [
+    ({"max_trials": 20}, None), ({"timeout": 0}, None), ({"timeout": 60}, None),
+    ({"patience": 3}, 3), ({"max_trials": 20, "patience": 4}, 4)])
+def test_an_exit_policy_you_set_is_yours(policy, patience):
+    conf = Conf({"tuning": {"exit_policy": policy}})
+    assert conf.patience == patience
+    assert conf.max_trials == policy.get("max_trials", 100)
+    assert conf.timeout == policy.get("timeout")
 
 
 def test_yaml_file_is_read(tmp_path):

@@ -10,7 +10,9 @@ from tf_tpe_tuner._tf import keras
 from tf_tpe_tuner.data import ArrayData
 from tf_tpe_tuner.evaluate import TFLiteModel
 from tf_tpe_tuner.realize import AnnotationRealizer
-from tf_tpe_tuner.realize_denylist import DenylistRealizer, make_realizer
+from tf_tpe_tuner.realize_denylist import DenylistRealizer
+from tf_tpe_tuner.realizers import make_realizer
+from tf_tpe_tuner.trial import int8_units
 from tf_tpe_tuner.strategy import TpeTuneStrategy
 
 
@@ -132,7 +134,7 @@ def test_backend_from_the_conf(cnn, digits, tmp_path):
     assert strategy.realizer.name == "denylist"
     with pytest.raises(TunerInputError, match="quantization.backend"):
         Conf({"quantization": {"backend": "tfmot"}})
-    with pytest.raises(TunerInputError, match="quantization.backend"):
+    with pytest.raises(TunerInputError, match="'tfmot' does not exist"):
         make_realizer("tfmot", walk(cnn), ArrayData([x[:8]]))
 
 
@@ -143,5 +145,5 @@ def test_tuning_with_the_denylist_backend(cnn, digits, tmp_path):
     assert result.trials == 4 and result.realization["backend"] == "denylist"
     for record in result.history:
         assert record.status == "ok"
-        assert set(record.int8_units) == record.key  # what was asked is what was built
+        assert set(record.int8_units) == int8_units(record.config)  # what was asked is what was built
     assert accuracy(result.tflite_model, xt, yt) == pytest.approx(result.accuracy)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import FAST_PERF, fast_conf
+from conftest import FAST_PERF, fast_conf, trial_lines
 from tf_tpe_tuner import Conf, tune
 from tf_tpe_tuner._tf import keras
 from tf_tpe_tuner.export import write_atomic
@@ -33,8 +33,7 @@ def write_conf(tmp_path, max_trials):
 
 
 def history_lines(out):
-    path = out / "history.jsonl"
-    return path.read_text().splitlines() if path.exists() else []
+    return trial_lines(out / "history.jsonl")
 
 
 def start_held_after_trial(args, tmp_path, n, timeout=300):
@@ -133,31 +132,34 @@ def test_failed_trials_are_recorded_and_the_search_goes_on(cnn, digits, tmp_path
 
 
 @pytest.mark.slow
-def test_every_trial_failing_ends_with_exit_1(cnn_files, tmp_path):
+def test_the_tools_own_failure_on_every_trial_is_a_bug_exit_3(cnn_files, tmp_path):
+    """A realization that breaks on each of the first three trials, after the float model worked,
+    is the tool's bug, not data: exit 3 with the traceback (it used to end as 'criterion not met')."""
     out = tmp_path / "out"
-    conf = write_conf(tmp_path, max_trials=3)
-    inject = ("import sys, tf_tpe_tuner.realize as r, tf_tpe_tuner.realize_denylist as d\n"
+    conf = write_conf(tmp_path, max_trials=6)
+    inject = ("import sys, tf_tpe_tuner.realize_denylist as d\n"
               "def broken(self, units): raise RuntimeError('converter exploded')\n"
-              "r.AnnotationRealizer.realize = d.DenylistRealizer.realize = broken\n"
+              "d.DenylistRealizer.realize = broken\n"
               "from tf_tpe_tuner.cli import run\n"
               "sys.argv = sys.argv[1:]\n"
               "run()\n")
     args = cli_args(cnn_files, out, conf)
     proc = subprocess.run([sys.executable, "-c", inject, "tf-tpe-tune", *args[3:]],
                           env=ENV, capture_output=True, text=True)
-    assert proc.returncode == 1, proc.stderr
-    assert "every trial failed" in proc.stdout
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" in proc.stderr and "converter exploded" in proc.stderr
+    assert "internal error" in proc.stderr
     lines = [json.loads(line) for line in history_lines(out)]
-    assert len(lines) == 3 and all("converter exploded" in line["error"] for line in lines)
+    assert len(lines) == 3 and all(line["error_origin"] == "tool" for line in lines)
 
 
 def test_timeout_ends_the_run_within_one_trial(cnn, digits, tmp_path, monkeypatch):
     """The clock is the test's: it jumps past the timeout when trial 3 ends, so no trial may
     start after that, however fast or slow the machine is."""
-    from tf_tpe_tuner.strategy import base
+    from tf_tpe_tuner.study import study
 
     jump = {"s": 0.0}
-    monkeypatch.setattr(base, "monotonic", lambda: time.monotonic() + jump["s"])
+    monkeypatch.setattr(study, "monotonic", lambda: time.monotonic() + jump["s"])
 
     def after_trial(record):
         if record.trial == 3:
@@ -167,6 +169,7 @@ def test_timeout_ends_the_run_within_one_trial(cnn, digits, tmp_path, monkeypatc
     result = tune(cnn, fast_conf(exit_policy={"max_trials": 1000, "timeout": 60}), x[:64],
                   eval_data=(xt, yt), output_dir=str(tmp_path), q_hooks={"on_trial_end": after_trial})
     assert result.trials == 3  # the 32-configuration space would have gone on to 32
+    assert result.stop_reason.startswith("timeout")
     assert (tmp_path / "best_model.tflite").exists()
 
 

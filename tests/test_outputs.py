@@ -4,9 +4,7 @@ import os
 
 import pytest
 
-from tf_tpe_tuner import workspace
-from tf_tpe_tuner.export import RESULT_FILES, write_atomic
-from tf_tpe_tuner.report import REPORT_FILES
+from tf_tpe_tuner.export import write_atomic
 
 
 @pytest.fixture
@@ -34,10 +32,3 @@ def test_replacing_a_file_keeps_it_atomic(tmp_path, umask):
     write_atomic(str(target), "new\n")
     assert target.read_text() == "new\n"
     assert target.stat().st_mode & 0o777 == 0o644  # the umask's, not the old file's 0o600
-
-
-def test_workspace_knows_every_file_a_run_writes():
-    """workspace.py (TensorFlow-free, for the command line's early check) lists the same files
-    as the modules that write them."""
-    assert workspace.RESULT_FILES == RESULT_FILES
-    assert workspace.REPORT_FILES == REPORT_FILES

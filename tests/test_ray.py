@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import fast_conf
+from conftest import fast_conf, trial_lines
 from tf_tpe_tuner import TunerInputError, tune
 
 pytestmark = pytest.mark.slow
@@ -42,7 +42,7 @@ def test_two_workers_and_a_killed_one(cnn, digits, tmp_path):
     assert sorted(r.trial for r in result.history) == list(range(1, 7))
     for name in ("best_model.tflite", "best_config.yaml", "summary.json", "history.jsonl"):
         assert (tmp_path / name).exists(), name
-    lines = (tmp_path / "history.jsonl").read_text().splitlines()
+    lines = trial_lines(tmp_path / "history.jsonl")
     assert len(lines) == 6 and all("latency_ms" in json.loads(line) for line in lines)
     ok = [r for r in result.history if r.status == "ok"]
     assert all(r.latency_ms > 0 and r.accuracy > 0.5 for r in ok)

@@ -13,8 +13,11 @@ from conftest import fast_conf
 from tf_tpe_tuner import TunerInputError, tune
 from tf_tpe_tuner.model_io import load_keras_model
 from tf_tpe_tuner.realize import AnnotationRealizer
-from tf_tpe_tuner.rebuild import (QuantizedIOModel, check_accuracy, evaluate_accuracy, load_best_config,
-                                  op_list, realizer_class, rebuild, same_model)
+from tf_tpe_tuner.best_config import load_best_config
+from tf_tpe_tuner.model_compare import op_list, same_model
+from tf_tpe_tuner.rebuild import check_accuracy, evaluate_accuracy, rebuild
+from tf_tpe_tuner.tflite_edit import QuantizedIOModel
+from tf_tpe_tuner.realizers import realizer_class
 
 TF_NOISE = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
@@ -128,14 +131,11 @@ def test_config_and_data_that_do_not_fit_are_refused(tuned, saved_model, residua
 
 
 def test_the_realizer_is_picked_by_backend():
+    from tf_tpe_tuner.realize_denylist import DenylistRealizer
     assert realizer_class("annotate") is AnnotationRealizer
-    with pytest.raises(TunerInputError, match="'nope' is not available.*annotate"):
+    assert realizer_class("denylist") is DenylistRealizer
+    with pytest.raises(TunerInputError, match="'nope' does not exist.*denylist, annotate"):
         realizer_class("nope")
-    try:
-        from tf_tpe_tuner import realize_denylist
-    except ImportError:
-        return
-    assert realizer_class("denylist") is realize_denylist.REALIZERS["denylist"]
 
 
 # -- the command line -----------------------------------------------------------------------------

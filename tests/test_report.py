@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 
 from conftest import fast_conf
-from tf_tpe_tuner import Conf, TpeTuneStrategy, TunerInputError
+from tf_tpe_tuner import Conf, TpeTuneStrategy
 from tf_tpe_tuner.data import ArrayData
 from tf_tpe_tuner.evaluate import TFLiteModel
 from tf_tpe_tuner.history import TrialRecord
 from tf_tpe_tuner.progress import ProgressHooks, attach, resolve_mode
 from tf_tpe_tuner.realize import AnnotationRealizer
-from tf_tpe_tuner.report import pareto_figure, pareto_front, unit_sensitivity, write_report
+from tf_tpe_tuner.realize_denylist import DenylistRealizer
+from tf_tpe_tuner.report import pareto_figure, pareto_front, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -36,7 +37,7 @@ def report(run, digits):
     strategy, result, _, out = run
     _, (xt, yt) = digits
     return write_report(result, strategy.graph, str(out), strategy.realizer.calib, conf=strategy.conf,
-                        test_data=(xt[400:], yt[400:]))
+                        test_data=(xt[400:], yt[400:]), sensitivity=result.sensitivity)
 
 
 def test_report_files_and_a_valid_png(report, run):
@@ -89,26 +90,23 @@ def test_test_data_numbers_are_the_models_on_that_data(report, run, digits):
         assert test[key] == pytest.approx(float(np.mean(pred.argmax(1) == yt[400:])))
 
 
-def test_sensitivity_is_the_output_error_of_the_single_unit_model(run):
-    strategy, _, _, _ = run
+def test_sensitivity_is_the_output_error_of_the_single_unit_model(run, report):
+    """The report shows the sensitivity the search measured (one definition, measured once), and
+    it is the output error of the model with only that unit int8, computed here by hand."""
+    strategy, result, _, _ = run
     graph, calib = strategy.graph, strategy.realizer.calib
-    exact = unit_sensitivity(graph, calib, method="tflite")
-    realizer = AnnotationRealizer(graph, calib)
-    ref = TFLiteModel(realizer.realize_float().tflite_model)(calib.x[0])
-    q = TFLiteModel(realizer.realize(["conv2"]).tflite_model)(calib.x[0])
-    expected = np.sqrt(np.sum((q - ref) ** 2) / np.sum(ref ** 2))
-    assert exact["units"]["conv2"]["rel_rmse"] == pytest.approx(expected, rel=1e-5)
-    simulated = unit_sensitivity(graph, calib, method="simulated")
-    for unit in ("conv1", "conv2", "conv3"):  # no converter-only effects there: the same figure
-        assert simulated["units"][unit]["rel_rmse"] == pytest.approx(exact["units"][unit]["rel_rmse"], rel=0.25)
-    assert exact["all_int8"]["rel_rmse"] >= max(u["rel_rmse"] for u in exact["units"].values()) * 0.5
-    try:
-        cheap = unit_sensitivity(graph, calib, method="denylist")  # calibrated once, re-quantized
-    except TunerInputError:  # an installation without the denylist realizer
-        return
-    assert "denylist realizer" in cheap["method"]
-    for unit in ("conv1", "conv2", "conv3"):
-        assert cheap["units"][unit]["rel_rmse"] == pytest.approx(exact["units"][unit]["rel_rmse"], rel=0.5)
+    assert result.sensitivity is not None and result.sensitivity.complete
+    realizer = DenylistRealizer(graph, calib)
+    ref = TFLiteModel(realizer.realize_float().tflite_model)(calib.x[0]).astype(np.float64)
+    for unit in graph.unit_names:
+        q = TFLiteModel(realizer.realize([unit]).tflite_model)(calib.x[0]).astype(np.float64)
+        expected = np.sqrt(np.sum((q - ref) ** 2) / np.sum(ref ** 2))
+        row = next(r for r in report["units"] if r["unit"] == unit)
+        assert row["sensitivity"]["rel_rmse"] == pytest.approx(expected, rel=1e-6)
+        assert row["sensitivity"] == result.sensitivity.output_errors[unit]
+    everything = TFLiteModel(realizer.realize(graph.unit_names).tflite_model)(calib.x[0]).astype(np.float64)
+    expected = np.sqrt(np.sum((everything - ref) ** 2) / np.sum(ref ** 2))
+    assert report["sensitivity"]["all_int8"]["rel_rmse"] == pytest.approx(expected, rel=1e-6)
 
 
 def test_pareto_front():

@@ -10,7 +10,8 @@ from tf_tpe_tuner._tf import keras
 from tf_tpe_tuner.data import ArrayData
 from tf_tpe_tuner.sensitivity import growing_fallbacks, unit_sensitivity
 from tf_tpe_tuner.strategy import STRATEGIES, BasicTuneStrategy, RandomTuneStrategy, TpeTuneStrategy
-from tf_tpe_tuner.strategy.tpe_suggest import BinarySpace, suggest_values
+from tf_tpe_tuner.samplers.tpe import TpeSampler
+from tf_tpe_tuner.samplers.tpe_suggest import BinarySpace, suggest_values
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +129,7 @@ def test_tpe_without_latency_starts_from_the_growing_fallbacks(outlier_cnn, digi
     n = min(len(guided), len(expected))
     assert guided[:n] == expected[:n]  # the most sensitive units fp32, in growing numbers
     assert history[-1].met_criterion  # and it stops at the first configuration that meets
-    prior = s._space.p_one  # fp32 more likely for the sensitive units
+    prior = s.sampler._space.p_one  # fp32 more likely for the sensitive units
     assert prior == pytest.approx(s.sensitivity.fp32_prior()) and prior[ranked[0]] == pytest.approx(0.5)
 
 
@@ -138,7 +139,7 @@ def test_tpe_surrogate_keeps_the_sensitive_units_float_from_the_second_trial(out
     assert not history[0].met_criterion and s.surrogate is not None
     assert {"conv2", "conv3"} <= fp32_set(history[1])  # the outlier channels' producer and reader
     assert history[1].met_criterion
-    prior = s._space.p_one
+    prior = s.sampler._space.p_one
     slower = {u for u, beta in zip(s.search_units, s.surrogate.beta) if beta > 0}
     for unit, p in s.sensitivity.fp32_prior().items():
         assert prior[unit] == pytest.approx(max(p, 0.6) if unit in slower else p)
@@ -148,7 +149,7 @@ def test_tpe_without_sensitivity_draws_its_start_up_points(outlier_cnn, digits, 
     s = make(TpeTuneStrategy, outlier_cnn, digits, tmp_path, strategy={"tpe": {"sensitivity": False}},
              exit_policy={"max_trials": 3, "timeout": 3600})
     s.traverse()
-    assert s.sensitivity is None and not s._space.p_one
+    assert s.sensitivity is None and not s.sampler._space.p_one
 
 
 def test_tpe_proposals_equal_hyperopts_own(outlier_cnn, digits, tmp_path, monkeypatch):
@@ -156,7 +157,7 @@ def test_tpe_proposals_equal_hyperopts_own(outlier_cnn, digits, tmp_path, monkey
     (latency_weight 0: the losses, hence the proposals, do not depend on measured time)."""
     runs = []
     for graph in (False, True):
-        monkeypatch.setattr(TpeTuneStrategy, "use_hyperopt_graph", graph)
+        monkeypatch.setattr(TpeSampler, "use_hyperopt_graph", graph)
         s = make(TpeTuneStrategy, outlier_cnn, digits, tmp_path / str(graph), random_seed=11,
                  strategy={"latency_weight": 0.0, "tpe": {"n_initial_points": 3}},
                  exit_policy={"max_trials": 9, "timeout": 3600})
@@ -202,12 +203,12 @@ def test_sensitivity_measures_latency(cnn, digits):
 
 
 def test_tpe_drops_a_slow_unit_once_the_criterion_holds(cnn, digits, tmp_path):
+    from tf_tpe_tuner.samplers.surrogate_start import SensitivityStart
     from tf_tpe_tuner.sensitivity import Sensitivity
     s = make(TpeTuneStrategy, cnn, digits, tmp_path, exit_policy={"max_trials": 1, "timeout": 3600})
     s.traverse()  # all-int8, which meets 1 % on this CNN
     assert s.history[0].met_criterion
-    s._guided = s._use_sensitivity(Sensitivity(
+    start = SensitivityStart(Sensitivity(
         {u: 1e-6 for u in s.search_units}, list(s.search_units),
-        latency={u: (1.5 if u == "conv1" else 0.9) for u in s.search_units}))
-    cfg = s._next_guided(s.all_int8_config())
-    assert cfg == {**s.all_int8_config(), "conv1": "fp32"}
+        latency={u: (1.5 if u == "conv1" else 0.9) for u in s.search_units}), s.study, 5, s.study.edges)
+    assert start.ask(s.study) == {**s.all_int8_config(), "conv1": "fp32"}

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import fast_conf
+from conftest import fast_conf, trial_lines
 from tf_tpe_tuner import Conf, TFLiteModel, TpeTuneStrategy, tune
 from tf_tpe_tuner.history import JsonlHistory, TrialRecord
 
@@ -63,22 +63,35 @@ def test_absolute_and_lower_is_better_criteria(cnn, digits, tmp_path):
     assert [r.met_criterion for r in history] == [True, False, True]
 
 
-def test_stop_rules(strategy):
-    strategy.best = None
-    assert not strategy.stop(0, 0)
-    assert strategy.stop(0, strategy.conf.max_trials)
-    strategy.best = record(1, 0.9, 1.0)
-    strategy.best.met_criterion = True
-    assert strategy.stop(0, 1)  # goal met with timeout 0
-    assert not strategy.stop(3600, 1)  # with a timeout it keeps searching
-    assert strategy.stop(1e-9, 1)  # timeout passed
+def resumed(trial, acc, ratio, int8):
+    return {"trial": trial, "config": {u: ("int8" if u in int8 else "fp32")
+                                       for u in ("conv1", "conv2", "conv3", "fc1", "logits")},
+            "accuracy": acc, "latency_ratio": ratio, "int8_units": list(int8)}
+
+
+def test_stop_rules(cnn, digits, tmp_path):
+    nothing = make(cnn, digits, tmp_path / "a")
+    nothing.study.evaluate_baseline()
+    assert not nothing.stop(0, 0) and not nothing.stop(None, 0)
+    assert nothing.stop(None, nothing.conf.max_trials)
+    # trial 1 meets the criterion at half the float latency
+    base = nothing.baseline.accuracy
+    s = make(cnn, digits, tmp_path / "b", dicts={"history": [resumed(1, base, 0.5, ["conv1"])]})
+    s.study.evaluate_baseline()
+    assert s.stop(0, 1)  # goal met with timeout 0
+    assert not s.stop(3600, 1)  # with a timeout it keeps searching
+    assert s.stop(1e-9, 1)  # timeout passed
+    # a configuration that meets but is not faster than float does not end a timeout-0 run
+    slow = make(cnn, digits, tmp_path / "c", dicts={"history": [resumed(1, base, 0.995, ["conv1"])]})
+    slow.study.evaluate_baseline()
+    assert not slow.stop(0, 1)
 
 
 def test_runs_exactly_max_trials_and_writes_history(cnn, digits, tmp_path):
     s = make(cnn, digits, tmp_path, exit_policy={"max_trials": 4, "timeout": 3600})
     result = s.traverse()
     assert result.trials == 4
-    lines = (tmp_path / "history.jsonl").read_text().splitlines()
+    lines = trial_lines(tmp_path / "history.jsonl")
     assert len(lines) == 4
     first = json.loads(lines[0])
     assert set(first["config"].values()) == {"int8"}  # trial 1 is all-int8
@@ -118,13 +131,13 @@ def test_cached_proposals_do_not_count_and_space_end_stops(cnn, digits, tmp_path
 
 def test_resume_from_dicts_continues(cnn, digits, tmp_path):
     first = make(cnn, digits, tmp_path / "a", exit_policy={"max_trials": 3, "timeout": 3600}).traverse()
-    saved = [json.loads(l) for l in (tmp_path / "a" / "history.jsonl").read_text().splitlines()]
+    saved = [json.loads(l) for l in trial_lines(tmp_path / "a" / "history.jsonl")]
     s = make(cnn, digits, tmp_path / "b", dicts={"history": saved},
              exit_policy={"max_trials": 5, "timeout": 3600})
     result = s.traverse()
     assert result.trials == 5
     assert [r.trial for r in result.history] == [1, 2, 3, 4, 5]
-    new_lines = (tmp_path / "b" / "history.jsonl").read_text().splitlines()
+    new_lines = trial_lines(tmp_path / "b" / "history.jsonl")
     assert [json.loads(l)["trial"] for l in new_lines] == [4, 5]  # nothing evaluated twice
     assert {frozenset(r.config.items()) for r in first.history} <= {frozenset(r.config.items()) for r in result.history}
 

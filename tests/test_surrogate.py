@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from tf_tpe_tuner.strategy.surrogate import SensitivitySurrogate
+from tf_tpe_tuner.samplers.surrogate import SensitivitySurrogate
 
 UNITS = ["a", "b", "c", "d"]
 CHAIN = [(None, "a", 1), ("a", "b", 1), ("b", "c", 1), ("c", "d", 1), ("d", None, 1)]

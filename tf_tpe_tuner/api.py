@@ -6,10 +6,12 @@ from typing import Any, Callable
 
 from . import progress as progress_mod
 from . import report as report_mod
+from .checks import warn_if_test_overlaps
 from .conf import Conf
 from .errors import TunerInputError, TuningInterrupted
-from .export import RESULT_FILES, write_result
-from .history import JsonlHistory, TrialRecord
+from .export import write_result
+from .history import JsonlHistory
+from .run_setup import differences
 from .strategy import STRATEGIES, TuningResult
 
 
@@ -50,22 +52,25 @@ def tune(model, conf: "Conf | str | dict | None", calib_data: Any, eval_data: An
     resume_dir = output_dir if resume is True else (resume or conf.get("tuning.workspace.resume"))
     if resume_dir and overwrite:
         raise TunerInputError("resume and overwrite exclude each other: resuming keeps the results")
-    existing = [] if resume_dir else _existing_results(output_dir, overwrite)
-    resumed = _load_resumed(resume_dir, same_dir=_same_dir(resume_dir, output_dir)) if resume_dir else []
+    same_dir = _same_dir(resume_dir, output_dir)
+    existing = [] if same_dir else _existing_results(output_dir, overwrite and not resume_dir)
+    store = None
+    if resume_dir:
+        store = _history(resume_dir)
+        resumed = store.load(repair=same_dir)  # in its own directory a torn last line is cut off
+    else:
+        resumed = []
     strategy_cls = STRATEGIES[conf.get("tuning.strategy.name")]
     strategy = strategy_cls(model, conf, calib_data, q_func=q_func, eval_dataloader=eval_data,
-                            eval_func=eval_func, q_hooks=q_hooks, dicts={"history": resumed})
+                            eval_func=eval_func, q_hooks=q_hooks, dicts={"history": resumed},
+                            latency_func=latency_func)
     test = report_mod.load_test_data(test_data, strategy.graph)  # refused now, not after the search
-    if latency_func is not None:
-        strategy.evaluator.latency_func = latency_func
-    unknown = {u for r in resumed for u in r.config} - set(strategy.graph.unit_names)
-    if unknown:
-        raise TunerInputError(
-            f"the history in {resume_dir} was made with another model (unknown units: "
-            f"{', '.join(sorted(unknown))})")
+    warn_if_test_overlaps(test, strategy.prepared.spec.evaluation.eval_data)
+    if resume_dir:
+        _check_resumable(resume_dir, store.header, strategy)
     for path in existing:  # only now that every input has been checked
         os.unlink(path)
-    if resume_dir and not _same_dir(resume_dir, output_dir):
+    if resume_dir and not same_dir:
         strategy.history_store.write_all(resumed)  # the new directory holds the whole run
     with progress_mod.attach(strategy, progress):
         result = strategy.traverse()
@@ -73,8 +78,8 @@ def tune(model, conf: "Conf | str | dict | None", calib_data: Any, eval_data: An
     if report:
         try:
             result.report = report_mod.write_report(
-                result, strategy.graph, output_dir, strategy.realizer.calib, conf=strategy.conf,
-                test_data=test, sensitivity=not result.interrupted)
+                result, strategy.graph, output_dir, strategy.prepared.calib, conf=strategy.conf,
+                test_data=test, sensitivity=result.sensitivity or not result.interrupted)
         except KeyboardInterrupt:  # the results are written already: only the report is lost
             result.interrupted = True
     if result.interrupted:
@@ -82,16 +87,31 @@ def tune(model, conf: "Conf | str | dict | None", calib_data: Any, eval_data: An
     return result
 
 
-def _same_dir(a: str | None, b: str) -> bool:
-    return bool(a) and os.path.abspath(a) == os.path.abspath(b)
-
-
-def _load_resumed(directory: str, same_dir: bool) -> list[TrialRecord]:
+def _history(directory: str) -> JsonlHistory:
     path = os.path.join(directory, "history.jsonl")
     if not os.path.exists(path):
         raise TunerInputError(f"nothing to resume in {directory}: it has no history.jsonl")
-    # In the run's own directory a torn last line is cut off, so appending can go on.
-    return JsonlHistory(path).load(repair=same_dir)
+    return JsonlHistory(path)
+
+
+def _check_resumable(directory: str, recorded: dict | None, strategy) -> None:
+    """Refuse to mix two runs: another model (units or float model), backend, calibration,
+    op_wise, metric or criterion than the history's."""
+    units = set(strategy.graph.unit_names)
+    unknown = {u for r in strategy.history for u in r.config} - units
+    if unknown:
+        raise TunerInputError(
+            f"the history in {directory} was made with another model (unknown units: "
+            f"{', '.join(sorted(unknown))})")
+    if recorded is not None:
+        changed = differences(recorded, strategy.prepared.fingerprint)
+        if changed:
+            raise TunerInputError(f"cannot resume the run in {directory}: it was made with another "
+                                  f"{'; '.join(changed)}")
+
+
+def _same_dir(a: str | None, b: str) -> bool:
+    return bool(a) and os.path.abspath(a) == os.path.abspath(b)
 
 
 def _existing_results(output_dir: str, overwrite: bool) -> list[str]:

@@ -135,8 +135,7 @@ class TpeTuningCallback(keras.callbacks.Callback):
         fingerprint = _weights_fingerprint(self.model)
         start = time.perf_counter()
         kwargs = dict(self.tune_kwargs)
-        if _tune_accepts("progress"):
-            kwargs.setdefault("progress", self.progress)
+        kwargs.setdefault("progress", self.progress)
         try:
             with preserved_random_state():
                 result = tune(self.model, self.conf, self.calib_data, eval_data=self.eval_data,
@@ -189,6 +188,8 @@ def describe(result) -> str:
     """One line: the outcome of a tuning."""
     if result.accuracy is None:
         return f"every trial failed ({result.trials} trials)"
+    if result.handed_back == "float":
+        return f"{result.describe()}, {result.trials} trials"
     verdict = "meets" if result.met_criterion else "does NOT meet"
     return (f"best trial {result.best_trial}, {len(result.int8_units)}/{len(result.config)} units int8, "
             f"accuracy {result.accuracy:.4f} (fp32 {result.baseline.accuracy:.4f}), "
@@ -211,7 +212,7 @@ def _tune_accepts(name: str) -> bool:
 
 
 def _holds_results(path: str) -> bool:
-    from .export import RESULT_FILES
+    from .workspace import RESULT_FILES
 
     return os.path.isdir(path) and any(os.path.exists(os.path.join(path, f)) for f in RESULT_FILES)
 

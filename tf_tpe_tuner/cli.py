@@ -26,7 +26,7 @@ flags.DEFINE_string("eval_data", None, ".npz with arrays x and y.")
 flags.DEFINE_string("output_dir", None, "Where results go (overrides tuning.workspace.path).")
 flags.DEFINE_integer("max_trials", None, "Overrides tuning.exit_policy.max_trials.", lower_bound=1)
 flags.DEFINE_float("timeout", None, "Seconds; overrides tuning.exit_policy.timeout (0: stop at "
-                   "the first configuration that meets the criterion).", lower_bound=0)
+                   "the first configuration that meets the criterion and beats float).", lower_bound=0)
 flags.DEFINE_integer("seed", None, "Overrides tuning.random_seed.")
 flags.DEFINE_string("strategy", None, "Overrides tuning.strategy.name.")
 flags.DEFINE_enum("executor", None, ["local", "ray"], "Overrides tuning.executor.name: run trials "
@@ -153,11 +153,16 @@ def _run() -> int:
     out = conf.workspace
     if result.accuracy is None:
         print(f"every trial failed; see {os.path.join(out, 'history.jsonl')}")
+        print(f"stopped: {result.stop_reason}")
         return EXIT_NOT_MET
-    print(f"best: trial {result.best_trial}, {len(result.int8_units)}/{len(result.config)} units int8, "
-          f"accuracy {result.accuracy:.6g} (fp32 {result.baseline.accuracy:.6g}), "
-          f"latency {result.latency_ms:.4f} ms (fp32 {result.baseline.latency_ms:.4f} ms, "
-          f"{result.speedup:.2f}x), {'meets' if result.met_criterion else 'does NOT meet'} the criterion")
+    if result.handed_back == "float":
+        print(f"best: {result.describe()}")
+    else:
+        print(f"best: trial {result.best_trial}, {len(result.int8_units)}/{len(result.config)} units int8, "
+              f"accuracy {result.accuracy:.6g} (fp32 {result.baseline.accuracy:.6g}), "
+              f"latency {result.latency_ms:.4f} ms (fp32 {result.baseline.latency_ms:.4f} ms, "
+              f"{result.speedup:.2f}x), {'meets' if result.met_criterion else 'does NOT meet'} the criterion")
+    print(f"stopped: {result.stop_reason}")
     test = (result.report or {}).get("test")
     if test:
         print(f"test data ({test['samples']} samples): accuracy {test['best_accuracy']:.6g} "

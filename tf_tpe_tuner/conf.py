@@ -22,6 +22,8 @@ STRATEGIES = ("tpe", "random", "basic")
 BACKENDS = ("auto", "annotate", "denylist")  # auto: denylist, or annotate when a q_func is given
 METRICS = {"topk": True, "mse": False, "rmse": False, "mae": False}  # name -> higher_is_better
 DTYPES = ("int8", "fp32")
+DEFAULT_MAX_TRIALS = 100
+DEFAULT_PATIENCE = 8  # trials without a faster configuration that meets the criterion
 
 
 @dataclass(frozen=True)
@@ -95,9 +97,11 @@ SCHEMA: dict = {
             "absolute": _Field(_NUM, None, _non_negative),
             "higher_is_better": _Field(_BOOL, None),
         },
+        # none of the three set: max_trials 100 and patience DEFAULT_PATIENCE (see `stop_policy`)
         "exit_policy": {
-            "timeout": _Field(_NUM, 0, _non_negative),
-            "max_trials": _Field(_INT, 100, _at_least_one),
+            "timeout": _Field(_NUM, None, _non_negative),
+            "max_trials": _Field(_INT, None, _at_least_one),
+            "patience": _Field(_INT, None, _at_least_one),
         },
         "random_seed": _Field(_INT, 1978),
         "executor": {
@@ -332,11 +336,26 @@ class Conf:
 
     @property
     def max_trials(self) -> int:
-        return self.get("tuning.exit_policy.max_trials")
+        value = self.get("tuning.exit_policy.max_trials")
+        return DEFAULT_MAX_TRIALS if value is None else value
 
     @property
-    def timeout(self) -> float:
-        return float(self.get("tuning.exit_policy.timeout"))
+    def timeout(self) -> float | None:
+        """Seconds; None: no time limit; 0: Neural Compressor's "stop at the first configuration
+        that meets the criterion" (restricted to configurations faster than float)."""
+        value = self.get("tuning.exit_policy.timeout")
+        return None if value is None else float(value)
+
+    @property
+    def patience(self) -> int | None:
+        """Trials without a faster configuration meeting the criterion, once one does, after
+        which the run stops: as set, or DEFAULT_PATIENCE when the conf sets no exit policy."""
+        policy = self.get("tuning.exit_policy")
+        if policy["patience"] is not None:
+            return policy["patience"]
+        if policy["timeout"] is None and policy["max_trials"] is None:
+            return DEFAULT_PATIENCE
+        return None
 
     @property
     def seed(self) -> int:

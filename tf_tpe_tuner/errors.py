@@ -20,3 +20,13 @@ class TuningInterrupted(KeyboardInterrupt):
     def __init__(self, result):
         super().__init__("tuning interrupted")
         self.result = result
+
+
+class UserCodeError(Exception):
+    """The user's own code (eval_func, latency_func, q_func) raised or returned something that
+    is not a number: the trial fails, the search goes on (a bug of the tool's own stops it)."""
+
+
+class TrialsBroken(RuntimeError):
+    """The tool's own realization or evaluation failed on each of the first trials alike,
+    after the float baseline worked: a bug or a broken installation, not data."""

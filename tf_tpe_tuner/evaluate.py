@@ -10,7 +10,8 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
 from .data import ArrayData
-from .errors import TunerInputError
+from .errors import TunerInputError, UserCodeError
+from .history import LATENCY_FUNC, LATENCY_SIDE_BY_SIDE
 
 LATENCY_ROUNDS = 10  # interleaved blocks per latency ratio (see TFLiteModel.latency_ratio)
 LATENCY_MIN_BLOCK_S = 0.001  # and their shortest duration
@@ -117,6 +118,14 @@ class TFLiteModel:
         return float(np.median(ratios))
 
 
+def _finite_number(value, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    if not math.isfinite(float(value)):
+        raise ValueError(f"{what} is {value}")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class Metric:
     name: str
@@ -187,41 +196,70 @@ class Evaluator:
         self._reference = self._reference_bytes = self.reference_ms = None  # set_latency_reference
 
     def accuracy(self, model: TFLiteModel) -> float:
-        if self.eval_func is not None:
+        """The metric on the evaluation data, or `eval_func(model)`: what the user's function
+        raises or returns that is not a finite number is a `UserCodeError`."""
+        if self.eval_func is None:
+            return _finite_number(self.metric.compute(model.predict(self.eval_data, self.batch_size),
+                                                      self.eval_data.y), "the accuracy")
+        try:
             value = self.eval_func(model)
-        else:
-            value = self.metric.compute(model.predict(self.eval_data, self.batch_size), self.eval_data.y)
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-            raise ValueError(f"the accuracy must be a number, got {value!r}")
-        if not math.isfinite(float(value)):
-            raise ValueError(f"the accuracy is {value}")
-        return float(value)
+        except Exception as err:
+            raise UserCodeError(f"eval_func raised {type(err).__name__}: {err}") from err
+        try:
+            return _finite_number(value, "eval_func's accuracy")
+        except ValueError as err:
+            raise UserCodeError(str(err)) from None
 
     def set_latency_reference(self, tflite_model: bytes | None) -> float | None:
-        """Measure every later latency as a ratio to this model (the fp32 one), interleaved.
+        """Measure every later latency as a ratio to this model (the fp32 one).
 
-        The reference's own latency (`reference_ms`, the median of three `latency_ms` runs) is
-        measured now; a later model's latency is `latency_ratio(...) * reference_ms`, so the
-        speed-ups the search compares do not move with the machine's load. Returns
-        `reference_ms`; None clears the reference. Ignored when a `latency_func` is given.
+        The reference's own latency (`reference_ms`) is measured now: the median of three
+        `latency_ms` runs, or `latency_func` once. A later model's ratio is measured side by side
+        (invokes alternated with the reference's, so that a change of load cancels out), or is
+        `latency_func`'s figure over the reference's; its milliseconds are ratio x reference_ms.
+        Returns `reference_ms`; None clears the reference.
         """
         self._reference = self._reference_bytes = self.reference_ms = None
-        if tflite_model is None or self.latency_func is not None:
+        if tflite_model is None:
             return None
         reference = TFLiteModel(tflite_model, self.num_threads)
-        self.reference_ms = float(np.median(
-            [reference.latency_ms(self.warmup, self.iterations) for _ in range(3)]))
+        if self.latency_func is not None:
+            self.reference_ms = self.latency_ms(reference)
+        else:
+            self.reference_ms = float(np.median(
+                [reference.latency_ms(self.warmup, self.iterations) for _ in range(3)]))
         self._reference, self._reference_bytes = reference, tflite_model
         return self.reference_ms
 
+    @property
+    def reference_bytes(self) -> bytes | None:
+        """The fp32 model latency is measured against (`set_latency_reference`)."""
+        return self._reference_bytes
+
+    @property
+    def latency_source(self) -> str:
+        return LATENCY_FUNC if self.latency_func is not None else LATENCY_SIDE_BY_SIDE
+
+    def latency_noise(self, repeats: int = 3) -> float:
+        """How far the fp32 model's ratio to itself strays from 1 (the largest of `repeats`
+        side-by-side measurements): differences below it are noise. 0 with a latency_func,
+        whose precision the tuner cannot know."""
+        if self._reference is None or self.latency_func is not None:
+            return 0.0
+        twin = TFLiteModel(self._reference_bytes, self.num_threads)
+        return max(abs(twin.latency_ratio(self._reference, self.warmup, self.iterations) - 1.0)
+                   for _ in range(repeats))
+
     def _latency(self, model: TFLiteModel) -> tuple[float, float | None]:
-        """(milliseconds, ratio to the reference or None)."""
-        reference = getattr(self, "_reference", None)
-        if self.latency_func is not None or reference is None:
+        """(milliseconds, ratio to the reference or None when no reference is set)."""
+        if self._reference is None:
             return self.latency_ms(model), None
         if model.tflite_model is self._reference_bytes or model.tflite_model == self._reference_bytes:
             return self.reference_ms, 1.0
-        ratio = model.latency_ratio(reference, self.warmup, self.iterations)
+        if self.latency_func is not None:
+            ms = self.latency_ms(model)
+            return ms, ms / self.reference_ms
+        ratio = model.latency_ratio(self._reference, self.warmup, self.iterations)
         return ratio * self.reference_ms, ratio
 
     def latency_ms(self, model: TFLiteModel) -> float:
@@ -229,10 +267,13 @@ class Evaluator:
         (alone; `evaluate` measures against the reference when one is set)."""
         if self.latency_func is None:
             return model.latency_ms(self.warmup, self.iterations)
-        seconds = self.latency_func(model.tflite_model)
+        try:
+            seconds = self.latency_func(model.tflite_model)
+        except Exception as err:
+            raise UserCodeError(f"latency_func raised {type(err).__name__}: {err}") from err
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.number)) \
                 or not math.isfinite(float(seconds)) or seconds <= 0:
-            raise ValueError(f"latency_func must return a time in seconds > 0, got {seconds!r}")
+            raise UserCodeError(f"latency_func must return a time in seconds > 0, got {seconds!r}")
         return float(seconds) * 1e3
 
     def evaluate(self, tflite_model: bytes) -> Evaluation:

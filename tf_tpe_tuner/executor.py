@@ -1,7 +1,7 @@
-"""Where trials run: in the tuning process (`local`) or on Ray workers (`ray`).
+"""Where trials run: in the tuning process (`local`) or on Ray workers (`ray_executor`).
 
 An executor takes configurations (`submit`) and hands back outcomes as they finish
-(`next_result`); the strategy keeps up to `workers` trials in flight.
+(`next_result`); the loop keeps up to `workers` trials in flight.
 """
 from __future__ import annotations
 
@@ -20,12 +20,12 @@ class LocalExecutor:
         self.runner = runner
         self._queue: deque = deque()
 
-    def submit(self, trial: int, int8_units: frozenset[str]) -> None:
-        self._queue.append((trial, int8_units))
+    def submit(self, trial: int, config: dict[str, str]) -> None:
+        self._queue.append((trial, config))
 
     def next_result(self) -> tuple[int, TrialOutcome]:
-        trial, int8_units = self._queue.popleft()
-        return trial, self.runner.run(int8_units)
+        trial, config = self._queue.popleft()
+        return trial, self.runner.run(config)
 
     def close(self) -> None:
         self._queue.clear()

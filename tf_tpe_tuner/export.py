@@ -12,11 +12,9 @@ import secrets
 
 import yaml
 
-from . import __version__
-from ._tf import tf
+from .best_config import build as best_config
 from .strategy import TuningResult
 
-RESULT_FILES = ("best_model.tflite", "best_config.yaml", "summary.json", "history.jsonl")
 
 
 def write_atomic(path: str, data: bytes | str) -> None:
@@ -44,22 +42,6 @@ def write_atomic(path: str, data: bytes | str) -> None:
         raise
 
 
-def best_config(result: TuningResult) -> dict:
-    """best_config.yaml: the units' dtypes and everything needed to rebuild that exact model."""
-    return {
-        "units": dict(result.config),
-        "int8_units": list(result.int8_units),
-        "realization": {**result.realization, "converter": "concrete_function",
-                        "fp32_guard": "fp16_round_trip"},
-        "io": {"input_type": "float32", "output_type": "float32", "batch": "dynamic"},
-        "accuracy": result.accuracy,
-        "latency_ms": result.latency_ms,
-        "met_criterion": result.met_criterion,
-        "trial": result.best_trial,
-        "versions": {"tf_tpe_tuner": __version__, "tensorflow": tf.__version__},
-    }
-
-
 def summary(result: TuningResult) -> dict:
     return {
         "fp32_accuracy": result.baseline.accuracy,
@@ -69,6 +51,11 @@ def summary(result: TuningResult) -> dict:
         "speedup": result.speedup,
         "met_criterion": result.met_criterion,
         "best_trial": result.best_trial,
+        "handed_back": result.handed_back,
+        "outcome": result.describe(),
+        "fastest_quantized": result.fastest_quantized,
+        "latency_noise": result.latency_noise,
+        "stop_reason": result.stop_reason,
         "trials": result.trials,
         "failed_trials": sum(1 for r in result.history if r.status != "ok"),
         "quantized_layers": result.int8_layers,

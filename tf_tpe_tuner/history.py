@@ -2,6 +2,8 @@
 
 Each line is flushed and fsynced before the next trial starts, so a run killed at any
 moment keeps every trial it finished; a half-written last line is dropped when read back.
+The first line describes the run (`{"run": {...}}`: what makes its trials comparable, see
+`study.fingerprint`), so that a resume with another model, backend or criterion is refused.
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from typing import Any
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
+LATENCY_SIDE_BY_SIDE = "side_by_side"  # ratio of invokes alternated with the fp32 model's
+LATENCY_FUNC = "latency_func"  # the user's figure over the user's figure for the fp32 model
 
 
 @dataclass
@@ -19,10 +23,12 @@ class TrialRecord:
     """One evaluated configuration, as written to history.jsonl."""
 
     trial: int
-    config: dict[str, str]  # unit -> "int8" | "fp32", as proposed
+    config: dict[str, str]  # unit -> its choice ("int8", "fp32", ...), as proposed
     status: str = STATUS_OK
     accuracy: float | None = None
-    latency_ms: float | None = None
+    latency_ms: float | None = None  # latency_ratio x this run's fp32 latency
+    latency_ratio: float | None = None  # latency / the fp32 model's (what resume scores from)
+    latency_source: str | None = None  # LATENCY_SIDE_BY_SIDE or LATENCY_FUNC
     loss: float | None = None
     met_criterion: bool = False
     int8_units: list[str] = field(default_factory=list)  # what really ended up int8
@@ -30,6 +36,7 @@ class TrialRecord:
     seconds: float = 0.0
     step_seconds: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    error_origin: str | None = None  # "user" (eval_func, latency_func, q_func) or "tool"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -40,37 +47,51 @@ class TrialRecord:
         return cls(**known)
 
     @property
-    def key(self) -> frozenset[str]:
-        """The configuration as the set of units proposed int8."""
-        return frozenset(u for u, dtype in self.config.items() if dtype == "int8")
+    def key(self) -> tuple:
+        """The configuration as a hashable value (see `config_key`)."""
+        return config_key(self.config)
+
+
+def config_key(config: dict[str, str]) -> tuple:
+    """A configuration's cache key: its (unit, choice) pairs in unit-name order."""
+    return tuple(sorted(config.items()))
 
 
 class JsonlHistory:
-    """history.jsonl in a workspace directory."""
+    """history.jsonl in a workspace directory; `header` is written as its first line."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, header: dict | None = None):
         self.path = path
+        self.header = header
 
     def append(self, record: TrialRecord) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        fresh = not os.path.exists(self.path) or os.path.getsize(self.path) == 0
         with open(self.path, "a", encoding="utf-8") as f:
+            if fresh and self.header is not None:
+                f.write(json.dumps({"run": self.header}, sort_keys=True) + "\n")
             f.write(record.to_json() + "\n")
             f.flush()
             os.fsync(f.fileno())
 
     def load(self, repair: bool = False) -> list[TrialRecord]:
-        """Every complete record. A torn last line (the process died mid-write) is skipped,
-        and with `repair` cut off the file, so that appending can go on after it."""
+        """Every complete record (the run header, if any, goes to `self.header`). A torn last
+        line (the process died mid-write) is skipped, and with `repair` cut off the file, so
+        that appending can go on after it."""
         if not os.path.exists(self.path):
             return []
         records = []
         good_bytes = 0
         with open(self.path, "rb") as f:
-            for line in f:
+            for number, line in enumerate(f):
                 if not line.endswith(b"\n"):
                     break
                 try:
-                    records.append(TrialRecord.from_dict(json.loads(line)))
+                    data = json.loads(line)
+                    if number == 0 and isinstance(data, dict) and set(data) == {"run"}:
+                        self.header = data["run"]
+                    else:
+                        records.append(TrialRecord.from_dict(data))
                 except (UnicodeDecodeError, json.JSONDecodeError, TypeError):
                     break
                 good_bytes += len(line)

@@ -1,14 +1,14 @@
-"""Trials on Ray: N actors, each holding the model and the data, run the configurations sent.
+"""Trials on Ray: N actors, each built from the run's `TrialSpec`, run the configurations sent.
 
-What crosses the wire: once per worker, the model (Keras JSON config + weights), the conf,
-the calibration and evaluation arrays, the fp32 TFLite model, and the user's eval_func/q_func
-(cloudpickled); then per trial only the set of int8 units one way and the outcome (scores +
-the TFLite bytes) back. On a cluster the same holds: pass `tuning.executor.address`.
+What crosses the wire: once per worker, the `TrialSpec` (cloudpickled: the prepared realizer,
+the evaluation data and the user's eval_func / latency_func / q_func, the fp32 TFLite model);
+then per trial only the configuration one way and the outcome (scores + the TFLite bytes) back.
+On a cluster the same holds: pass `tuning.executor.address`.
 
 Latency: a worker that shares a machine with other busy workers does not measure the same
 microseconds as one alone, so workers measure the ratio of each candidate's latency to the
-fp32 model's, the two invoked in alternation in the same process; the driver turns the ratio
-into milliseconds with the fp32 latency it measured alone before the search.
+fp32 model's, the two invoked in alternation in the same process (with a `latency_func`, its
+figure over its figure for the fp32 model); the loop scores trials by that ratio.
 """
 from __future__ import annotations
 
@@ -40,27 +40,16 @@ def import_ray():
 
 
 class TrialWorker:
-    """The actor: builds the same realizer and evaluator as the tuning process, once."""
+    """The actor: builds its trial runner from the spec, once."""
 
-    def __init__(self, model_json: str, weights: list, conf: dict, calib, eval_data,
-                 eval_func, q_func, reference: bytes):
-        from ._tf import keras
-        from .conf import Conf
-        from .strategy.base import TuneStrategy
-        from .trial import TrialRunner
-
-        model = keras.models.model_from_json(model_json)
-        model.set_weights(weights)
-        setup = TuneStrategy(model, Conf(conf), calib, q_func=q_func, eval_dataloader=eval_data,
-                             eval_func=eval_func)
-        setup.evaluator.set_latency_reference(reference)
-        self.runner = TrialRunner(setup.realizer, setup.evaluator, setup.graph.unit_names)
+    def __init__(self, spec):
+        self.runner = spec.runner()
 
     def pid(self) -> int:
         return os.getpid()
 
-    def run(self, int8_units: frozenset) -> TrialOutcome:
-        return self.runner.run(int8_units)
+    def run(self, config: dict) -> TrialOutcome:
+        return self.runner.run(config)
 
 
 class RayExecutor:
@@ -68,7 +57,7 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, strategy, float_model: bytes, workers: int, address: str | None = None):
+    def __init__(self, spec, workers: int, address: str | None = None):
         ray = import_ray()
         self._ray = ray
         self._started_ray = not ray.is_initialized()
@@ -76,17 +65,11 @@ class RayExecutor:
             kwargs = {"address": address} if address else {"num_cpus": workers}
             ray.init(include_dashboard=False, log_to_driver=False,
                      runtime_env={"env_vars": WORKER_ENV}, **kwargs)
-        model = strategy.source_model
-        conf = strategy.conf.override(**{"tuning.executor.name": "local"}).as_dict()
-        calib = strategy.realizer.calib
-        payload = [ray.put(x) for x in (model.to_json(), model.get_weights(), conf, calib,
-                                        strategy.evaluator.eval_data)]
         actor = ray.remote(num_cpus=1, max_restarts=0,
                            runtime_env={"env_vars": WORKER_ENV})(TrialWorker)
         try:
-            self._actors = [actor.remote(*payload, strategy.evaluator.eval_func,
-                                         strategy.realizer.q_func, float_model)
-                            for _ in range(workers)]
+            payload = ray.put(spec)
+            self._actors = [actor.remote(payload) for _ in range(workers)]
         except Exception as err:  # typically an eval_func that cloudpickle cannot send
             self.close()
             raise TunerInputError(f"cannot send the tuning job to Ray workers: {err}") from None
@@ -100,9 +83,9 @@ class RayExecutor:
     def worker_pids(self) -> list[int]:
         return self._ray.get([a.pid.remote() for a in self._actors])
 
-    def submit(self, trial: int, int8_units: frozenset[str]) -> None:
+    def submit(self, trial: int, config: dict[str, str]) -> None:
         actor = self._idle.pop()
-        self._running[actor.run.remote(int8_units)] = (trial, actor)
+        self._running[actor.run.remote(config)] = (trial, actor)
 
     def next_result(self) -> tuple[int, TrialOutcome]:
         ready, _ = self._ray.wait(list(self._running), num_returns=1)

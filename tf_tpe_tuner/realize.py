@@ -45,6 +45,7 @@ import numpy as np
 
 from ._tf import keras, tf, tfmot
 from .data import ArrayData
+from .errors import UserCodeError
 from .walker import _REGISTRY, FLAT_MODEL_NAME, ModelGraph, SharedTensor, producers
 
 from tensorflow.python.eager import context as _eager_context
@@ -498,7 +499,10 @@ class AnnotationRealizer:
         calibrate(qmodel, self.calib, self.batch_size, self._ranges)
         lap("calibrate")
         if self.q_func is not None:
-            self.q_func(qmodel)
+            try:
+                self.q_func(qmodel)
+            except Exception as err:
+                raise UserCodeError(f"q_func raised {type(err).__name__}: {err}") from err
             lap("q_func")
         tflite = convert(qmodel, self.graph.input_shapes, self.graph.input_names, True)
         lap("convert")

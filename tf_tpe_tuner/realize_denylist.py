@@ -40,7 +40,7 @@ from ._native import native_stderr_silenced
 from ._tf import tf
 from .data import ArrayData
 from .errors import TunerInputError
-from .realize import AnnotationRealizer, Realization, convert, int8_flat_layers
+from .realize import Realization, convert, int8_flat_layers
 from .walker import FLAT_MODEL_NAME, ModelGraph
 
 REALIZATION_NAME = "denylist"
@@ -321,6 +321,8 @@ class DenylistRealizer:
 
     Same interface as `AnnotationRealizer`. Calibration happens on first use (`calibrate()`), its
     time is in `setup_seconds` and is charged to the first realization's `calibrate` step.
+    Pickled (to a Ray worker), it carries the calibrated and the float TFLite models and the
+    op/unit mapping, not the Keras model or the calibration samples: a worker needs neither.
     """
 
     name = REALIZATION_NAME
@@ -337,13 +339,24 @@ class DenylistRealizer:
         self.calib = calib
         self.batch_size = batch_size
         self.q_func = None
-        self._unit_layers = [layer for u in graph.units for layer in u.layers]
+        self._units = [(u.name, tuple(u.layers)) for u in graph.units]
+        self._unit_of_layer = dict(graph.unit_of_layer)
+        self._display = dict(graph.display_names)
+        self._unit_layers = [layer for _, layers in self._units for layer in layers]
         self._calibrated: bytes | None = None
         self._float: bytes | None = None
         self._nodes: dict[str, set[str]] = {}
         self._always_float: set[str] = set()
         self.setup_seconds: dict[str, float] = {}
         self._unpaid_setup = False
+
+    def __getstate__(self) -> dict:
+        self.calibrate()
+        self.realize_float()
+        return {k: v for k, v in self.__dict__.items() if k not in ("graph", "calib")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, graph=None, calib=None)
 
     # -- once ----------------------------------------------------------------------------
     def calibrate(self) -> bytes:
@@ -367,7 +380,7 @@ class DenylistRealizer:
         """The TFLite node names that stay float when exactly `int8_units` are asked int8."""
         self.calibrate()
         int8_units = set(int8_units)
-        fp32_layers = {layer for u in self.graph.units if u.name not in int8_units for layer in u.layers}
+        fp32_layers = {layer for name, layers in self._units if name not in int8_units for layer in layers}
         # A pass-through op (MaxPool, Reshape, ...) runs in its input's precision on the annotation
         # path: int8 when an int8 unit feeds it or reads it, float between float units (the
         # quantizer would otherwise run it in int8 between two float ops, with a Q/DQ pair).
@@ -417,21 +430,7 @@ class DenylistRealizer:
             found = tflite_node_layers(tflite, self._layer_names, self._output_layers)
             for node in nameless:
                 layers |= found.get(node, set()) & unit_layers
-        units = frozenset(self.graph.unit_of_layer[layer] for layer in layers)
-        display = tuple(self.graph.display_names[layer] for layer in self._unit_layers if layer in layers)
+        units = frozenset(self._unit_of_layer[layer] for layer in layers)
+        display = tuple(self._display[layer] for layer in self._unit_layers if layer in layers)
         seconds["inspect"] = time.perf_counter() - mid
         return Realization(tflite, units, display, seconds)
-
-
-REALIZERS = {AnnotationRealizer.name: AnnotationRealizer, DenylistRealizer.name: DenylistRealizer}
-
-
-def make_realizer(backend: str, graph: ModelGraph, calib: ArrayData, batch_size: int = 32,
-                  q_func: Callable | None = None):
-    """The realizer for `quantization.backend` (`annotate` or `denylist`)."""
-    try:
-        cls = REALIZERS[backend]
-    except KeyError:
-        raise TunerInputError(
-            f"conf: quantization.backend must be one of {', '.join(REALIZERS)}, got {backend!r}") from None
-    return cls(graph, calib, batch_size, q_func)

@@ -4,12 +4,9 @@
                         conf=strategy.conf, test_data=test_data)
 
 - The baseline, the best configuration, and how the search went.
-- A per-unit table: layer types, int8 or kept float in the best model, and a sensitivity
-  figure computed once from the calibration data: the model's output error when only that
-  unit is int8 (relative RMS error against the float model, and how often the top class
-  changes): each single-unit configuration realized and converted like a trial, or, for
-  models with many units, simulated on the Keras side with tfmot's calibrated fake
-  quantization in one quantize_apply (see `unit_sensitivity`).
+- A per-unit table: layer types, int8 or kept float in the best model, and the run's per-unit
+  sensitivity (`tf_tpe_tuner.sensitivity`): the model's output error when only that unit is
+  int8 (relative RMS error against the float model, and how often the top class changes).
 - pareto.png: accuracy against latency for every trial, the Pareto front, the best trial,
   the float and the all-int8 models, and the accuracy the criterion asks for.
 - With `test_data` (held apart from the evaluation data the search chose on), the final and
@@ -20,9 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-import time
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -33,199 +28,24 @@ from .history import STATUS_OK, TrialRecord
 
 log = logging.getLogger("tf_tpe_tuner")
 
-REPORT_FILES = ("report.md", "report.json", "pareto.png")
 
 
 # -- sensitivity ------------------------------------------------------------------------------
-def _quant_vars(layer) -> tuple[set[int], set[int]]:
-    """(ids of every range variable of a quantize wrapper, ids of its weights' range variables)."""
-    every = {id(v) for v in layer.weights if v.name.endswith(("_min:0", "_max:0"))}
-    weights = set()
-    for _, _, variables in getattr(layer, "_weight_vars", []):
-        weights |= {id(v) for v in variables.values()}
-    return every, weights
+SENSITIVITY_METHOD = ("relative RMS error of the TFLite model's outputs against the float TFLite model's "
+                      "when only this unit is int8 (the run's per-unit sensitivity)")
 
 
-def _flat_name(qlayer) -> str | None:
-    inner = getattr(qlayer, "layer", None)
-    return inner.name if inner is not None else None
+def sensitivity_summary(graph, calib: ArrayData, batch_size: int, sensitivity=True) -> dict:
+    """report.json's sensitivity: the run's own (`sensitivity.Sensitivity`), or measured now
+    (`sensitivity=True`) when the search did not measure it."""
+    from .realize_denylist import DenylistRealizer
+    from .sensitivity import Sensitivity, unit_sensitivity
 
-
-SENSITIVITY_METHODS = ("auto", "tflite", "denylist", "simulated")
-AUTO_TFLITE_MAX_UNITS = 24  # above this, "auto" avoids one full conversion per unit
-
-
-def unit_sensitivity(graph, calib: ArrayData, batch_size: int = 32, method: str = "auto",
-                     backend: str = "annotate") -> dict:
-    """For each unit, the model's output error when only that unit is int8; and the all-int8
-    error. Errors are relative RMS errors against the float model's outputs on the calibration
-    samples, with the share of samples whose top class changes (classifiers).
-
-    method: "tflite" realizes each single-unit configuration with the tuning's realizer
-        (`backend`; exact, one conversion per unit with the annotate backend); "denylist"
-        does the same with the denylist realizer (calibrated once, then one cheap
-        re-quantization per unit); "simulated" runs tfmot's calibrated fake quantization on
-        the Keras side, one quantize_apply for all units (fast, but blind to what the converter
-        adds, such as int8 softmax's fixed output scale); "auto" is tflite when the backend is
-        cheap per unit or the model has at most AUTO_TFLITE_MAX_UNITS units, else denylist
-        (simulated when this installation has no denylist realizer).
-    Returns {"units": {unit: {"rel_rmse": float, "top1_change": float | None}},
-             "all_int8": {...}, "samples": n, "seconds": s, "method": text}.
-    """
-    if method not in SENSITIVITY_METHODS:
-        raise ValueError(f"sensitivity method must be one of {', '.join(SENSITIVITY_METHODS)}")
-    if method == "auto":
-        if backend == "denylist" or len(graph.units) <= AUTO_TFLITE_MAX_UNITS:
-            method = "tflite"
-        else:
-            method = "denylist" if _has_backend("denylist") else "simulated"
-    if method == "tflite":
-        return _tflite_sensitivity(graph, calib, batch_size, backend)
-    if method == "denylist":
-        return _tflite_sensitivity(graph, calib, batch_size, "denylist")
-    return _simulated_sensitivity(graph, calib, batch_size)
-
-
-def _has_backend(backend: str) -> bool:
-    from .errors import TunerInputError
-    from .rebuild import realizer_class
-
-    try:
-        realizer_class(backend)
-    except TunerInputError:
-        return False
-    return True
-
-
-def _tflite_sensitivity(graph, calib: ArrayData, batch_size: int, backend: str) -> dict:
-    from .evaluate import TFLiteModel
-    from .rebuild import realizer_class
-
-    start = time.perf_counter()
-    realizer = realizer_class(backend)(graph, calib, batch_size)
-
-    def outputs(tflite: bytes) -> list[list[np.ndarray]]:
-        model = TFLiteModel(tflite)
-        return [_outputs(model(b)) for b in calib.batches(256)]
-
-    reference = outputs(realizer.realize_float().tflite_model)
-    units = {u: _output_error(reference, outputs(realizer.realize([u]).tflite_model))
-             for u in graph.unit_names}
-    all_int8 = _output_error(reference, outputs(realizer.realize(graph.unit_names).tflite_model))
-    return {"units": units, "all_int8": all_int8, "samples": len(calib),
-            "seconds": round(time.perf_counter() - start, 3),
-            "method": "relative RMS error of the TFLite model's outputs against the float TFLite "
-                      f"model's when only this unit is int8 (each configuration realized by the "
-                      f"{backend} realizer)"}
-
-
-def _simulated_sensitivity(graph, calib: ArrayData, batch_size: int = 32) -> dict:
-    from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
-
-    from ._tf import keras, tf
-    from .realize import build_annotated_model, calibrate, fold_batch_norms, plan_annotations, quantize_apply
-    from .walker import producers
-
-    start = time.perf_counter()
-    # weights quantized as the realizer quantizes them (BN folded, depthwise per channel)
-    annotated = build_annotated_model(graph, plan_annotations(graph, graph.unit_names), fold_batch_norms(graph.model))
-    qmodel = quantize_apply(annotated, converter_like=True)
-    calibrate(qmodel, calib, batch_size)
-
-    wrappers = {}  # flat layer name -> quantize wrapper
-    for layer in qmodel.layers:
-        name = _flat_name(layer)
-        if name is not None:
-            wrappers[name] = layer
-    flags: dict[int, Any] = {}
-    for layer in qmodel.layers:
-        for v in layer.weights:
-            if v.name.endswith("_min:0"):
-                flags[id(v)] = tf.Variable(False, trainable=False)
-
-    def output_vars(qlayer) -> set[int]:
-        if isinstance(qlayer, keras.layers.InputLayer):
-            return set()
-        name = _flat_name(qlayer)
-        if name is None:  # tfmot's QuantizeLayer on a model input, or an unannotated layer
-            return _quant_vars(qlayer)[0]
-        if name in graph.passthrough:
-            out = set()
-            for p in producers(qlayer):
-                out |= output_vars(p)
-            return out
-        every, weights = _quant_vars(qlayer)
-        return every - weights
-
-    active: dict[str, set[int]] = {}
-    for unit in graph.units:
-        ids = set()
-        for layer_name in unit.layers:
-            if layer_name in wrappers:
-                ids |= _quant_vars(wrappers[layer_name])[0]
-        head = wrappers.get(unit.head)
-        if head is not None:
-            for p in producers(head):
-                ids |= output_vars(p)
-        active[unit.name] = ids
-    every_var = set(flags)
-
-    originals = (quant_ops.MovingAvgQuantize, quant_ops.LastValueQuantize, quant_ops.AllValuesQuantize)
-
-    def selective(original):
-        def fake_quant(inputs, min_var, max_var, *args, **kwargs):
-            flag = flags.get(id(min_var))
-            if flag is None:
-                return inputs
-            return tf.cond(flag, lambda: original(inputs, min_var, max_var, *args, **kwargs),
-                           lambda: tf.identity(inputs))
-        return fake_quant
-
-    specs = [tf.TensorSpec((None,) + tuple(s[1:]), tf.float32) for s in graph.input_shapes]
-    run_q = tf.function(lambda *xs: qmodel(list(xs) if len(xs) > 1 else xs[0], training=False),
-                        input_signature=specs)
-    run_f = tf.function(lambda *xs: graph.model(list(xs) if len(xs) > 1 else xs[0], training=False),
-                        input_signature=specs)
-    batches = list(calib.batches(batch_size))
-    reference = [_outputs(run_f(*b)) for b in batches]
-
-    def error(ids: set[int]) -> dict:
-        for key, flag in flags.items():
-            flag.assign(key in ids)
-        outs = [_outputs(run_q(*b)) for b in batches]
-        return _output_error(reference, outs)
-
-    quant_ops.MovingAvgQuantize, quant_ops.LastValueQuantize, quant_ops.AllValuesQuantize = \
-        (selective(f) for f in originals)
-    try:
-        units = {name: error(ids) for name, ids in active.items()}
-        all_int8 = error(every_var)
-    finally:
-        quant_ops.MovingAvgQuantize, quant_ops.LastValueQuantize, quant_ops.AllValuesQuantize = originals
-    return {"units": units, "all_int8": all_int8, "samples": len(calib),
-            "seconds": round(time.perf_counter() - start, 3),
-            "method": "relative RMS error of the model's outputs against the float model's when "
-                      "only this unit is int8, simulated with tfmot's calibrated fake quantization"}
-
-
-def _outputs(value) -> list[np.ndarray]:
-    if isinstance(value, (list, tuple)):
-        return [np.asarray(v) for v in value]
-    if isinstance(value, dict):
-        return [np.asarray(v) for _, v in sorted(value.items())]
-    return [np.asarray(value)]
-
-
-def _output_error(reference: list[list[np.ndarray]], outputs: list[list[np.ndarray]]) -> dict:
-    diff = sum(float(np.sum((q.astype(np.float64) - f) ** 2)) for rb, qb in zip(reference, outputs)
-               for f, q in zip(rb, qb))
-    norm = sum(float(np.sum(f.astype(np.float64) ** 2)) for rb in reference for f in rb)
-    first_ref = np.concatenate([rb[0] for rb in reference])
-    first_q = np.concatenate([qb[0] for qb in outputs])
-    top1 = None
-    if first_ref.ndim == 2 and first_ref.shape[1] > 1:
-        top1 = float(np.mean(np.argmax(first_ref, 1) != np.argmax(first_q, 1)))
-    return {"rel_rmse": math.sqrt(diff / norm) if norm > 0 else math.sqrt(diff), "top1_change": top1}
+    if not isinstance(sensitivity, Sensitivity) or not sensitivity.complete:
+        sensitivity = unit_sensitivity(graph, calib, realizer=DenylistRealizer(graph, calib, batch_size))
+    return {"units": dict(sensitivity.output_errors), "all_int8": sensitivity.all_int8,
+            "samples": sensitivity.samples, "seconds": round(sensitivity.seconds, 3),
+            "method": SENSITIVITY_METHOD}
 
 
 # -- Pareto front and plot --------------------------------------------------------------------
@@ -333,14 +153,11 @@ def pareto_figure(result, higher_is_better: bool = True, threshold: float | None
 def _criterion(conf, baseline) -> tuple[dict | None, float | None]:
     if conf is None:
         return None, None
-    kind, tolerance = conf.criterion
-    hib = conf.higher_is_better
-    base = baseline.accuracy
-    if kind == "relative":
-        threshold = base - abs(base) * tolerance if hib else base + abs(base) * tolerance
-    else:
-        threshold = base - tolerance if hib else base + tolerance
-    return {"kind": kind, "tolerance": tolerance, "higher_is_better": hib, "threshold": threshold}, threshold
+    from .study import Criterion
+
+    criterion = Criterion.from_conf(conf)
+    threshold = criterion.threshold(baseline.accuracy)
+    return {**criterion.as_dict(), "threshold": threshold}, threshold
 
 
 def evaluate_on(tflite: bytes, data: ArrayData, metric, batch_size: int = 256) -> float:
@@ -382,7 +199,7 @@ def _test_accuracy(result, graph, calib, test_data, conf=None) -> dict:
     return out
 
 
-def build_report(result, graph, calib, conf=None, test_data=None, sensitivity: "bool | str" = True,
+def build_report(result, graph, calib, conf=None, test_data=None, sensitivity: Any = True,
                  test: dict | None = None) -> dict:
     """report.json's content (no files written)."""
     calib = calib if isinstance(calib, ArrayData) else check_against_model(
@@ -391,10 +208,8 @@ def build_report(result, graph, calib, conf=None, test_data=None, sensitivity: "
     batch_size = conf.get("quantization.calibration.batch_size") if conf is not None else 32
     sens, sens_error = None, None
     if sensitivity:
-        method = sensitivity if isinstance(sensitivity, str) else "auto"
-        backend = (result.realization or {}).get("backend", "annotate")
         try:
-            sens = unit_sensitivity(graph, calib, batch_size, method=method, backend=backend)
+            sens = sensitivity_summary(graph, calib, batch_size, sensitivity)
         except Exception as err:  # an extra: the report is still written without it
             sens_error = f"{type(err).__name__}: {err}"
             log.warning("per-unit sensitivity could not be computed: %s", sens_error)
@@ -423,6 +238,9 @@ def build_report(result, graph, calib, conf=None, test_data=None, sensitivity: "
         "criterion": criterion,
         "metric": None if conf is None else conf.metric_name if conf.metric_name != "topk"
         else f"top{conf.metric_topk}",
+        "handed_back": getattr(result, "handed_back", None),
+        "fastest_quantized": getattr(result, "fastest_quantized", None),
+        "latency_noise": getattr(result, "latency_noise", None),
         "trials": len(history),
         "failed_trials": len(failed),
         "elapsed_s": result.elapsed_s,
@@ -446,7 +264,7 @@ def build_report(result, graph, calib, conf=None, test_data=None, sensitivity: "
 
 
 def write_report(result, graph, output_dir: str, calib, *, conf=None, test_data=None,
-                 sensitivity: "bool | str" = True, test: dict | None = None) -> dict:
+                 sensitivity: Any = True, test: dict | None = None) -> dict:
     """Write report.md, report.json and pareto.png to output_dir; returns report.json's content.
 
     Args:
@@ -456,8 +274,8 @@ def write_report(result, graph, output_dir: str, calib, *, conf=None, test_data=
         conf: the run's Conf (criterion, metric, calibration batch size); optional.
         test_data: labelled data held apart from the evaluation data; the best and the float
             model are scored on it (`report["test"]`).
-        sensitivity: compute the per-unit sensitivity: True ("auto"), "tflite", "simulated"
-            (see `unit_sensitivity`), or False.
+        sensitivity: the run's `Sensitivity` (result.sensitivity), True to measure it now, or
+            False for none.
         test: test results computed already (skips test_data).
     """
     report = build_report(result, graph, calib, conf=conf, test_data=test_data,
@@ -494,7 +312,14 @@ def render_markdown(report: Mapping) -> str:
     base, best, crit = report["baseline"], report["best"], report["criterion"]
     metric = report["metric"] or "accuracy"
     lines = ["# Tuning report", ""]
-    if best is None:
+    if report.get("handed_back") == "float":
+        fastest = report.get("fastest_quantized") or {}
+        lines += [f"**The float model is handed back** (best_model.tflite is the fp32 model, {metric} "
+                  f"{_f(base['accuracy'])}, {_f(base['latency_ms'])} ms): configurations met the criterion, "
+                  f"but none was faster than float by more than the latency noise "
+                  f"({_pct(report.get('latency_noise'))}). The fastest that met it: trial "
+                  f"{fastest.get('trial')}, {_f(fastest.get('latency_ratio'), 3)}x the float latency.", ""]
+    elif best is None:
         lines += ["No trial succeeded: there is no tuned model (see history.jsonl for the errors).", ""]
     else:
         n_int8, n = len(best["int8_units"]), len(report["units"])
@@ -508,7 +333,8 @@ def render_markdown(report: Mapping) -> str:
                   + ".", ""]
     lines += [f"{report['trials']} trials ({report['failed_trials']} failed), "
               f"{report['elapsed_s']:.1f} s, strategy {report['strategy']}, seed {report['seed']}"
-              + (", interrupted" if report.get("interrupted") else "") + ".", ""]
+              + (", interrupted" if report.get("interrupted") else "") + ".",
+              f"Stopped: {report.get('stop_reason') or '-'}.", ""]
     test = report.get("test")
     if test:
         lines += ["## Held-out test data", "",

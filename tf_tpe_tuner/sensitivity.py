@@ -1,16 +1,15 @@
-"""A cheap per-unit sensitivity: how much the model's output moves when only that unit is int8
-(and, optionally, how that model's latency compares with fp32's).
+"""The per-unit sensitivity, defined once: how much the model's output moves when only that unit
+is int8 (and, optionally, how that model's latency compares with fp32's).
 
-Computed once, on the calibration samples, through the denylist realization path (one
-re-quantization of the calibrated TFLite model and one interpreter pass per unit; no accuracy
-metric, no labels, no latency): for each unit, the mean squared difference between the outputs
-of the model with only that unit int8 and the float model's, divided by the variance of the
-float outputs. Units whose quantization disturbs the output most come first in `ranked()`.
+Measured once per run, on the calibration samples, through the denylist realization path (one
+re-quantization of the calibrated TFLite model and one interpreter pass per unit; no labels):
+for each unit, the mean squared difference between the outputs of the model with only that unit
+int8 and the float model's, divided by the variance of the float outputs (`scores`; units whose
+quantization disturbs the output most come first in `ranked()`), the relative RMS error and how
+often the top class changes (`errors_of`, for the report), and the same for all-int8.
 
-Used by the TPE strategy: with the latency ratios, for its surrogate model
-(`strategy/surrogate.py`), which proposes the first trials; without, its first trials are the
-most sensitive units fp32 in growing numbers (`growing_fallbacks`); and to shape its prior
-(`fp32_prior`).
+Used by the TPE sampler (its surrogate start and its prior, `samplers/surrogate_start.py`) and
+by the report's per-unit table; the report measures it itself only when the search did not.
 """
 from __future__ import annotations
 
@@ -34,6 +33,10 @@ class Sensitivity:
     seconds: float = 0.0
     errors: dict[str, str] = field(default_factory=dict)  # unit -> why it could not be measured
     latency: dict[str, float] = field(default_factory=dict)  # unit -> latency / fp32's, only it int8
+    output_errors: dict[str, dict] = field(default_factory=dict)  # unit -> {rel_rmse, top1_change}
+    all_int8: dict | None = None  # the same for the all-int8 model
+    samples: int = 0
+    complete: bool = True  # False when a deadline stopped the measurement part-way
 
     def ranked(self) -> list[str]:
         """Most sensitive first; a unit that could not be measured counts as most sensitive."""
@@ -63,14 +66,28 @@ def _outputs(tflite: bytes, data: ArrayData, batch_size: int) -> list[np.ndarray
     return [np.asarray(o, dtype=np.float64) for o in (out if isinstance(out, list) else [out])]
 
 
+def output_error(reference: list[np.ndarray], got: list[np.ndarray]) -> dict:
+    """{"rel_rmse": RMS error / RMS of the reference, "top1_change": share of samples whose top
+    class changes (None unless the first output is a classifier's)}."""
+    diff = sum(float(np.sum((g - r) ** 2)) for g, r in zip(got, reference))
+    norm = sum(float(np.sum(r ** 2)) for r in reference)
+    top1 = None
+    first_ref, first_got = reference[0], got[0]
+    if first_ref.ndim == 2 and first_ref.shape[1] > 1:
+        top1 = float(np.mean(np.argmax(first_ref, 1) != np.argmax(first_got, 1)))
+    return {"rel_rmse": math.sqrt(diff / norm) if norm > 0 else math.sqrt(diff), "top1_change": top1}
+
+
 def unit_sensitivity(graph: ModelGraph, calib: ArrayData, units: Iterable[str] | None = None,
                      realizer: DenylistRealizer | None = None, batch_size: int = 256,
-                     latency: tuple[int, int, int] | None = None) -> Sensitivity:
+                     latency: tuple[int, int, int] | None = None,
+                     deadline: float | None = None) -> Sensitivity:
     """Score every unit in `units` (default: all) by the output error it causes alone in int8.
 
     `realizer`: a calibrated `DenylistRealizer` of `graph` to reuse (else one is built on `calib`).
     `latency`: (warmup, iterations, num_threads): also measure each of these models' latency as a
     ratio to the fp32 model (`TFLiteModel.latency_ratio`, interleaved), into `Sensitivity.latency`.
+    `deadline`: a `time.monotonic()` after which no further unit is measured (`complete` False).
     """
     start = time.perf_counter()
     if realizer is None:
@@ -81,20 +98,29 @@ def unit_sensitivity(graph: ModelGraph, calib: ArrayData, units: Iterable[str] |
     reference = _outputs(fp32, data, batch_size)
     scales = [float(np.var(r)) or 1.0 for r in reference]
     fp32_model = TFLiteModel(fp32, latency[2]) if latency else None
-    scores: dict[str, float] = {}
-    errors: dict[str, str] = {}
-    ratios: dict[str, float] = {}
+    result = Sensitivity({}, units, samples=len(data))
     for unit in units:
+        if deadline is not None and time.monotonic() >= deadline:
+            result.complete = False
+            break
         try:
             tflite = realizer.quantize([unit])
             got = _outputs(tflite, data, batch_size)
             if fp32_model is not None:
-                ratios[unit] = TFLiteModel(tflite, latency[2]).latency_ratio(fp32_model, latency[0], latency[1])
+                result.latency[unit] = TFLiteModel(tflite, latency[2]).latency_ratio(
+                    fp32_model, latency[0], latency[1])
         except Exception as err:  # noqa: BLE001  an unmeasurable unit is ranked first, not fatal
-            errors[unit] = f"{type(err).__name__}: {err}"
+            result.errors[unit] = f"{type(err).__name__}: {err}"
             continue
-        scores[unit] = float(sum(np.mean((g - r) ** 2) / s for g, r, s in zip(got, reference, scales)))
-    return Sensitivity(scores, units, time.perf_counter() - start, errors, ratios)
+        result.scores[unit] = float(sum(np.mean((g - r) ** 2) / s for g, r, s in zip(got, reference, scales)))
+        result.output_errors[unit] = output_error(reference, got)
+    if result.complete:
+        try:
+            result.all_int8 = output_error(reference, _outputs(realizer.quantize(graph.unit_names), data, batch_size))
+        except Exception as err:  # noqa: BLE001
+            result.errors["all int8"] = f"{type(err).__name__}: {err}"
+    result.seconds = time.perf_counter() - start
+    return result
 
 
 def growing_fallbacks(ranked: list[str], limit: int | None = None) -> list[list[str]]:

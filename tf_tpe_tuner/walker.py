@@ -75,6 +75,20 @@ class ModelGraph:
     def __post_init__(self) -> None:
         self.unit_of_layer = {layer: u.name for u in self.units for layer in u.layers}
 
+    def __getstate__(self) -> dict:
+        # The flat model holds only standard layers with unique names: its config and weights
+        # rebuild it exactly where the tuning process's object cannot go (a Ray worker).
+        state = dict(self.__dict__)
+        model = state.pop("model")
+        state["_model_json"], state["_model_weights"] = model.to_json(), model.get_weights()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        model = keras.models.model_from_json(state.pop("_model_json"))
+        model.set_weights(state.pop("_model_weights"))
+        self.__dict__.update(state, model=model)
+
     @property
     def passthrough(self) -> set[str]:
         """Flat-graph names of the layers that run in their input's precision."""

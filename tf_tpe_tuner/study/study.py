@@ -1,0 +1,365 @@
+"""The loop of one tuning run: ask the sampler, run trials, score them, choose, stop.
+
+`Study` owns the criterion, the stop rule, best selection, the history and the hooks; trials
+run through an executor built from the run's `TrialSpec` (in this process, or on Ray workers),
+and the sampler sees the search only through this class's read-only `SearchView` methods.
+
+Best selection. The float model is a candidate too (it always meets the criterion): the
+fastest trial that meets the criterion is handed back only when it is faster than float by more
+than the latency noise measured in this run; when trials meet the criterion but none is, the
+float model is handed back (`result.handed_back == FLOAT`); when none meets it, the trial with
+the lowest loss is, flagged.
+
+Stop rule (first that holds): `max_trials` trials (resumed ones count); every configuration seen;
+`timeout` seconds passed; with `timeout: 0`, the first configuration that meets the criterion
+and beats float (Neural Compressor's meaning); `patience` trials without a faster configuration
+that meets the criterion, once one does; the sampler has nothing left to propose; no worker left.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from time import monotonic  # a module name, so that a test can move the clock
+from typing import Callable, Mapping
+
+import numpy as np
+
+from .._test_hold import hold_after
+from ..executor import LocalExecutor
+from ..errors import TrialsBroken, TunerInputError, UserCodeError
+from ..history import STATUS_FAILED, STATUS_OK, JsonlHistory, TrialRecord, config_key
+from ..samplers.base import EXHAUSTED, WAIT, Sampler, SearchSpace, random_unseen
+from ..trial import ORIGIN_TOOL, TrialOutcome, TrialRunner, int8_units
+from .criterion import Criterion, within
+from .loss import calculate_loss
+from .result import BEST_ATTEMPT, FLOAT, QUANTIZED, Baseline, TuningResult
+
+log = logging.getLogger("tf_tpe_tuner")
+
+MIN_LATENCY_NOISE = 0.02  # ratios within 2 % of each other are never told apart
+BROKEN_AFTER = 3  # the tool's own error on each of this many first trials stops the run
+_MAX_SEEN_PROPOSALS = 20  # in a row, before the loop draws an unseen configuration itself
+
+
+@dataclass(frozen=True)
+class StopRule:
+    max_trials: int
+    timeout: float | None = None  # seconds; None: no limit; 0: stop at the first that beats float
+    patience: int | None = None  # trials without improvement, once the criterion is met
+
+
+class Study:
+    """One tuning run (see the module docstring)."""
+
+    def __init__(self, *, space: SearchSpace, runner: Callable[[], TrialRunner], sampler: Sampler, criterion: Criterion,
+                 loss_config: Mapping[str, float], stop_rule: StopRule, seed: int, history: JsonlHistory,
+                 resumed: list[TrialRecord] = (), hooks: Mapping[str, Callable] | None = None,
+                 make_executor: Callable[[], object] | None = None,
+                 measure_sensitivity: Callable[[float | None], object] | None = None,
+                 edges: list | None = None, started: float | None = None):
+        self.space = space
+        self._runner_factory, self._runner = runner, None
+        self.sampler = sampler
+        self.criterion = criterion
+        self.loss_config = dict(loss_config)
+        self.stop_rule = stop_rule
+        self.seed = seed
+        self.history_store = history
+        self.hooks = dict(hooks or {})
+        self.edges = edges or []
+        self._make_executor = make_executor
+        self._measure_sensitivity = measure_sensitivity
+        self._start = monotonic() if started is None else started
+        self.baseline: Baseline | None = None
+        self.latency_noise = MIN_LATENCY_NOISE
+        self.sensitivity = None
+        self._records: list[TrialRecord] = []
+        self._by_key: dict[tuple, TrialRecord] = {}
+        self._running: dict[int, dict[str, str]] = {}  # trial -> configuration in flight
+        self._models: dict[int, bytes] = {}  # trial -> TFLite bytes of the current best candidates
+        self._resumed = list(resumed)
+        self._improved_at: int | None = None  # records count when the best last improved
+        self.stop_reason = ""
+
+    @property
+    def runner(self) -> TrialRunner:
+        """The runner of this process (built on first use: it measures the fp32 latency)."""
+        if self._runner is None:
+            self._runner = self._runner_factory()
+        return self._runner
+
+    # -- the SearchView a sampler reads ---------------------------------------------------------
+    @property
+    def records(self) -> list[TrialRecord]:
+        return list(self._records)
+
+    @property
+    def running(self) -> list[dict[str, str]]:
+        return list(self._running.values())
+
+    def seen(self, config: Mapping[str, str]) -> bool:
+        key = config_key(dict(config))
+        return key in self._by_key or any(config_key(c) == key for c in self._running.values())
+
+    def record(self, config: Mapping[str, str]) -> TrialRecord | None:
+        return self._by_key.get(config_key(dict(config)))
+
+    def drop(self, record: TrialRecord) -> float:
+        return self.criterion.drop(self.baseline.accuracy, record.accuracy)
+
+    def best(self) -> TrialRecord | None:
+        """The fastest quantized trial that meets the criterion (whether or not it beats float)."""
+        meeting = [r for r in self._records if r.status == STATUS_OK and r.met_criterion and r.int8_units]
+        return min(meeting, key=lambda r: (r.latency_ratio, self.drop(r), r.trial), default=None)
+
+    @property
+    def tolerance(self) -> float:
+        return self.criterion.tolerance
+
+    # -- the run --------------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        return monotonic() - self._start
+
+    def evaluate_baseline(self) -> Baseline:
+        try:
+            evaluation = self.runner.evaluate_float()
+        except (TypeError, ValueError, UserCodeError) as err:  # the user's eval_func or data
+            raise TunerInputError(f"evaluating the fp32 model failed: {err}") from None
+        self.baseline = Baseline(evaluation.accuracy, evaluation.latency_ms)
+        self.latency_noise = max(MIN_LATENCY_NOISE, self.runner.evaluator.latency_noise())
+        log.info("fp32 baseline: accuracy %.4f, latency %.4f ms (latency noise %.1f %%)",
+                 evaluation.accuracy, evaluation.latency_ms, 100 * self.latency_noise)
+        for record in self._resumed:  # scored against this run's baseline, from their ratios
+            before = self._current_best_ratio()
+            self._remember(record)
+            self._note_improvement(before)
+        self._resumed = []
+        return self.baseline
+
+    def _note_improvement(self, before: float | None) -> None:
+        now = self._current_best_ratio()
+        if now is not None and (before is None or now < before - self.latency_noise):
+            self._improved_at = len(self._records)
+
+    def run(self) -> TuningResult:
+        """Search until the stop rule holds; Ctrl-C ends it with the best finished trial
+        (`interrupted=True`), trials under way dropped."""
+        if self.baseline is None:
+            self.evaluate_baseline()
+        resumed = len(self._records)
+        if self.sampler.wants_sensitivity and self._measure_sensitivity is not None and len(self.space.searched) > 1:
+            try:
+                self.sensitivity = self._measure_sensitivity(self._deadline())
+                log.info("sensitivity of %d units in %.2f s; most sensitive: %s", len(self.sensitivity.scores),
+                         self.sensitivity.seconds, ", ".join(self.sensitivity.ranked()[:5]))
+            except Exception as err:  # noqa: BLE001  the search works without it
+                log.warning("sensitivity not measured (%s: %s); the search starts without it",
+                            type(err).__name__, err)
+        self.sampler.start(self)
+        reason = self.why_stop()
+        if reason and resumed:
+            self.stop_reason = f"nothing left to do: {reason} (before this resume)"
+            return self.result()
+        executor = self._make_executor() if self._make_executor else LocalExecutor(self.runner)
+        try:
+            self._search(executor)
+        except KeyboardInterrupt:
+            log.info("interrupted: %d trials finished", len(self._records))
+            self.stop_reason = "interrupted"
+            return self.result(interrupted=True)
+        finally:
+            executor.close()
+        return self.result()
+
+    def _search(self, executor) -> None:
+        while True:
+            while len(self._running) < executor.workers:
+                reason = self.why_stop()
+                if reason:
+                    self.stop_reason = self.stop_reason or reason
+                    break
+                config = self._ask()
+                if config is WAIT:
+                    break
+                if config is EXHAUSTED:
+                    self.stop_reason = f"{self.sampler.name}: nothing left to propose"
+                    break
+                trial = self._begin(config)
+                self.sampler.pending(config, self)
+                executor.submit(trial, config)
+            if not self._running:
+                if executor.workers == 0 and not self.stop_reason:
+                    self.stop_reason = "no worker left"
+                return
+            trial, outcome = executor.next_result()
+            config = self._running.pop(trial)
+            record = self._finish(trial, config, outcome)
+            self.sampler.tell(config, record, self)
+            if executor.workers == 0:
+                self.stop_reason = "no worker left"
+
+    def _ask(self):
+        """The sampler's next configuration; one it proposes although it was seen is answered
+        from the cache (told again), and after a run of those the loop draws one itself."""
+        for _ in range(_MAX_SEEN_PROPOSALS):
+            config = self.sampler.ask(self)
+            if config is WAIT or config is EXHAUSTED or not self.seen(config):
+                return config
+            if self.record(config) is not None:
+                self.sampler.tell(config, self.record(config), self)
+        return random_unseen(self, np.random.default_rng([self.seed, len(self._records)]))
+
+    def evaluate_now(self, config: Mapping[str, str], runner: TrialRunner | None = None) -> TrialRecord:
+        """Run one configuration here and now, recorded as a trial (or its earlier record)."""
+        if self.record(config) is not None:
+            return self.record(config)
+        if self.baseline is None:
+            self.evaluate_baseline()
+        config = dict(config)
+        trial = self._begin(config)
+        outcome = (runner or self.runner).run(config)
+        del self._running[trial]
+        return self._finish(trial, config, outcome)
+
+    # -- trials ---------------------------------------------------------------------------------
+    def _begin(self, config: dict[str, str]) -> int:
+        trial = max([r.trial for r in self._records] + list(self._running), default=0) + 1
+        self._running[trial] = config
+        if "on_trial_begin" in self.hooks:
+            self.hooks["on_trial_begin"](trial, dict(config))
+        return trial
+
+    def _finish(self, trial: int, config: dict[str, str], outcome: TrialOutcome) -> TrialRecord:
+        """Record a finished trial: score it, append it to history.jsonl, keep the best."""
+        record = TrialRecord(trial=trial, config=dict(config), seconds=outcome.seconds)
+        if outcome.ok:
+            record.accuracy = outcome.accuracy
+            record.latency_ratio = outcome.latency_ratio
+            record.latency_source = outcome.latency_source
+            record.int8_units = list(outcome.int8_units)
+            record.int8_layers = list(outcome.int8_layers)
+            record.step_seconds = dict(outcome.step_seconds)
+        else:
+            record.status = STATUS_FAILED
+            record.error = outcome.error
+            record.error_origin = outcome.error_origin
+        before = self._current_best_ratio()
+        self._remember(record)
+        self.history_store.append(record)
+        if outcome.ok:
+            self._models[trial] = outcome.tflite_model
+            self._keep_only_candidate_models()
+        self._note_improvement(before)
+        self._check_not_broken(outcome)
+        if "on_trial_end" in self.hooks:
+            self.hooks["on_trial_end"](record)
+        hold_after(trial)
+        return record
+
+    def _remember(self, record: TrialRecord) -> None:
+        if record.status == STATUS_OK:
+            self.score(record)
+        self._records.append(record)
+        self._by_key[record.key] = record
+
+    def score(self, record: TrialRecord) -> None:
+        """Accuracy drop, criterion, latency in ms from the ratio, and NC's loss."""
+        base = self.baseline
+        if record.latency_ratio is None and record.latency_ms:  # a record from before ratios
+            record.latency_ratio = record.latency_ms / base.latency_ms
+        record.latency_ms = record.latency_ratio * base.latency_ms
+        drop = self.criterion.drop(base.accuracy, record.accuracy)
+        record.met_criterion = within(drop, self.criterion.tolerance)
+        record.loss = calculate_loss(drop, 1.0 / record.latency_ratio, self.loss_config)
+
+    def _check_not_broken(self, outcome: TrialOutcome) -> None:
+        """The tool's own error on each of the first trials alike is a bug, not data: stop."""
+        first = [r for r in self._records if r.trial <= BROKEN_AFTER]
+        if outcome.ok or len(first) < BROKEN_AFTER or len(self._records) > BROKEN_AFTER:
+            return
+        errors = {r.error.split(":")[0] if r.error else None for r in first}
+        if all(r.status == STATUS_FAILED and r.error_origin == ORIGIN_TOOL for r in first) and len(errors) == 1:
+            raise TrialsBroken(
+                f"each of the first {BROKEN_AFTER} trials failed in the tool's own realization or "
+                f"evaluation ({first[0].error}), after the float model worked: a bug, not your data\n"
+                f"{outcome.traceback or ''}")
+
+    # -- choosing and stopping ------------------------------------------------------------------
+    def _current_best_ratio(self) -> float | None:
+        best = self.best()
+        return best.latency_ratio if best is not None else None
+
+    def beats_float(self, record: TrialRecord | None) -> bool:
+        return record is not None and record.latency_ratio < 1.0 - self.latency_noise
+
+    def chosen(self) -> tuple[str | None, TrialRecord | None]:
+        """(what is handed back, the trial it is; None for the float model)."""
+        best = self.best()
+        if self.beats_float(best):
+            return QUANTIZED, best
+        if best is not None:
+            return FLOAT, None
+        ok = [r for r in self._records if r.status == STATUS_OK]
+        if not ok:
+            return None, None
+        return BEST_ATTEMPT, min(ok, key=lambda r: (r.loss, r.trial))
+
+    def _deadline(self) -> float | None:
+        timeout = self.stop_rule.timeout
+        return self._start + timeout if timeout else None
+
+    def why_stop(self, timeout: float | None | str = "rule", trials: int | None = None) -> str:
+        rule = self.stop_rule
+        timeout = rule.timeout if timeout == "rule" else timeout
+        trials = len(self._records) + len(self._running) if trials is None else trials
+        if trials >= rule.max_trials:
+            return f"max_trials ({rule.max_trials}) reached"
+        if len(self._records) + len(self._running) >= self.space.size:
+            return f"search space exhausted (all {self.space.size} configurations tried)"
+        if timeout and self.elapsed() >= timeout:
+            return f"timeout ({timeout:g} s) passed"
+        if timeout == 0 and self.beats_float(self.best()) and self.sampler.stops_on_goal(self):
+            return f"goal met: trial {self.best().trial} meets the criterion and beats float (timeout 0)"
+        if rule.patience and self._improved_at is not None \
+                and len(self._records) - self._improved_at >= rule.patience:
+            return (f"patience: no faster configuration meeting the criterion in the last "
+                    f"{rule.patience} trials")
+        return ""
+
+    def _keep_only_candidate_models(self) -> None:
+        """TFLite bytes are kept for the trials that could still be handed back only."""
+        keep = {r.trial for r in (self.best(), self.chosen()[1]) if r is not None}
+        for trial in list(self._models):
+            if trial not in keep:
+                del self._models[trial]
+
+    def result(self, interrupted: bool = False) -> TuningResult:
+        kind, record = self.chosen()
+        fastest = self.best()
+        if kind == FLOAT:
+            tflite = self.runner.evaluator.reference_bytes
+        elif record is not None:
+            tflite = self._models.get(record.trial)
+            if tflite is None:  # from a resumed history: realize it again, it is deterministic
+                tflite = self.runner.realizer.realize(int8_units(record.config)).tflite_model
+        else:
+            tflite = None
+        base = self.baseline
+        if kind == FLOAT:
+            config = self.space.all_float()
+            accuracy, latency, met, int8 = base.accuracy, base.latency_ms, True, []
+        elif record is not None:
+            config, accuracy, latency = dict(record.config), record.accuracy, record.latency_ms
+            met, int8 = record.met_criterion, list(record.int8_units)
+        else:
+            config, accuracy, latency, met, int8 = {}, None, None, False, []
+        layers = list(record.int8_layers) if kind != FLOAT and record is not None else []
+        return TuningResult(
+            tflite_model=tflite, config=config, accuracy=accuracy, latency_ms=latency,
+            met_criterion=met, baseline=base, best_trial=record.trial if record is not None else None,
+            int8_units=int8, int8_layers=layers, fp32_layers=[], history=list(self._records),
+            seed=self.seed, elapsed_s=self.elapsed(), strategy=self.sampler.name,
+            stop_reason=self.stop_reason, interrupted=interrupted, handed_back=kind,
+            fastest_quantized=({"trial": fastest.trial, "latency_ratio": fastest.latency_ratio}
+                               if kind == FLOAT else None),
+            latency_noise=self.latency_noise, sensitivity=self.sensitivity)
