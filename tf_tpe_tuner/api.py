@@ -65,7 +65,9 @@ def tune(model, conf: "Conf | str | dict | None", calib_data: Any, eval_data: An
                             eval_func=eval_func, q_hooks=q_hooks, dicts={"history": resumed},
                             latency_func=latency_func)
     test = report_mod.load_test_data(test_data, strategy.graph)  # refused now, not after the search
-    warn_if_test_overlaps(test, strategy.prepared.spec.evaluation.eval_data)
+    if test is not None:
+        strategy.evaluator.check_labels(strategy.graph.output_shapes, test)
+        warn_if_test_overlaps(test, strategy.prepared.spec.evaluation.eval_data)
     if resume_dir:
         _check_resumable(resume_dir, store.header, strategy)
     for path in existing:  # only now that every input has been checked

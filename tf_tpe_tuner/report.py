@@ -169,14 +169,11 @@ def evaluate_on(tflite: bytes, data: ArrayData, metric, batch_size: int = 256) -
 def load_test_data(test_data, graph) -> ArrayData | None:
     """Read and check test data against the model (call it before tuning: a bad file is then
     refused at once, not after the search)."""
-    from .errors import TunerInputError
-
     if test_data is None:
         return None
     data = check_against_model(as_array_data(test_data, graph.input_names, "test data"),
                                graph.input_shapes, "test data")
-    if data.y is None:
-        raise TunerInputError("test data has no labels (y)")
+    data.require_labels("test data")
     return data
 
 
