@@ -130,8 +130,6 @@ def rgba_at(fig, ax, x, y) -> np.ndarray:
 
 
 def test_pareto_plot_microseconds_singular_and_the_all_int8_marker_on_the_best(run):
-    import matplotlib.pyplot as plt
-
     _, result, _, _ = run
     first = result.history[0]  # all-int8 (the tuner's first trial)
     assert all(d == "int8" for d in first.config.values())
@@ -139,26 +137,40 @@ def test_pareto_plot_microseconds_singular_and_the_all_int8_marker_on_the_best(r
                               latency_ms=first.latency_ms)
     assert result.baseline.latency_ms < 0.1  # the CNN runs in microseconds
     fig, _ = pareto_figure(one)
-    try:
-        (ax,) = fig.axes
-        assert ax.get_xlabel().startswith("latency (µs")
-        assert ax.get_title().startswith("1 trial: ")
-        labels = [t.get_text() for t in ax.get_legend().get_texts()]
-        assert f"fp32 ({result.baseline.latency_ms * 1e3:.4g} µs)" in labels, labels
-        assert any(label.startswith("all-int8 (trial 1") for label in labels), labels
-        # the all-int8 marker is drawn over the best's star, not hidden under it
-        r, g, b, _ = rgba_at(fig, ax, first.latency_ms * 1e3, first.accuracy).astype(int)
-        assert g > 120 and g > r + 50 and g > b + 30, (r, g, b)  # the marker's green (#2e9e4f)
-    finally:
-        plt.close(fig)
+    (ax,) = fig.axes
+    assert ax.get_xlabel().startswith("latency (µs")
+    assert ax.get_title().startswith("1 trial: ")
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert f"fp32 ({result.baseline.latency_ms * 1e3:.4g} µs)" in labels, labels
+    assert any(label.startswith("all-int8 (trial 1") for label in labels), labels
+    # the all-int8 marker is drawn over the best's star, not hidden under it
+    r, g, b, _ = rgba_at(fig, ax, first.latency_ms * 1e3, first.accuracy).astype(int)
+    assert g > 120 and g > r + 50 and g > b + 30, (r, g, b)  # the marker's green (#2e9e4f)
     slow = dataclasses.replace(result, baseline=dataclasses.replace(result.baseline, latency_ms=2.5),
                                history=[dataclasses.replace(r, latency_ms=1.5) for r in result.history])
     fig, _ = pareto_figure(slow)
-    try:
-        assert fig.axes[0].get_xlabel().startswith("latency (ms")
-        assert fig.axes[0].get_title().startswith(f"{len(result.history)} trials: ")
-    finally:
-        plt.close(fig)
+    assert fig.axes[0].get_xlabel().startswith("latency (ms")
+    assert fig.axes[0].get_title().startswith(f"{len(result.history)} trials: ")
+
+
+def test_the_report_leaves_matplotlibs_backend_and_figures_alone(run, tmp_path):
+    """A notebook's inline backend must survive a tuning: the report draws on its own canvas."""
+    import subprocess
+    import sys
+    code = ("import matplotlib; matplotlib.use('svg'); import matplotlib.pyplot as plt; plt.figure()\n"
+            "import sys, pickle; from tf_tpe_tuner.report import plot_pareto\n"
+            "result = pickle.load(open(sys.argv[1], 'rb'))\n"
+            "plot_pareto(result, sys.argv[2])\n"
+            "print(matplotlib.get_backend(), len(plt.get_fignums()))\n")
+    import pickle
+    _, result, _, _ = run
+    path = tmp_path / "result.pkl"
+    path.write_bytes(pickle.dumps(dataclasses.replace(result, tflite_model=None, sensitivity=None)))
+    out = subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path / "p.png")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["svg", "1"]  # still the user's backend, and only the user's figure
+    assert (tmp_path / "p.png").read_bytes().startswith(PNG_SIGNATURE)
 
 
 def test_report_when_every_trial_failed(run, tmp_path):

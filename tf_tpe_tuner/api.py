@@ -57,7 +57,7 @@ def tune(model, conf: "Conf | str | dict | None", calib_data: Any, eval_data: An
     store = None
     if resume_dir:
         store = _history(resume_dir)
-        resumed = store.load(repair=same_dir)  # in its own directory a torn last line is cut off
+        resumed = store.load()
     else:
         resumed = []
     strategy_cls = STRATEGIES[conf.get("tuning.strategy.name")]
@@ -70,23 +70,34 @@ def tune(model, conf: "Conf | str | dict | None", calib_data: Any, eval_data: An
         warn_if_test_overlaps(test, strategy.prepared.spec.evaluation.eval_data)
     if resume_dir:
         _check_resumable(resume_dir, store.header, strategy)
-    for path in existing:  # only now that every input has been checked
-        os.unlink(path)
-    if resume_dir and not same_dir:
-        strategy.history_store.write_all(resumed)  # the new directory holds the whole run
-    with progress_mod.attach(strategy, progress):
-        result = strategy.traverse()
-    write_result(result, output_dir)
-    if report:
-        try:
-            result.report = report_mod.write_report(
-                result, strategy.graph, output_dir, strategy.prepared.calib, conf=strategy.conf,
-                test_data=test, sensitivity=result.sensitivity or not result.interrupted)
-        except KeyboardInterrupt:  # the results are written already: only the report is lost
-            result.interrupted = True
+    with strategy.history_store.locked():  # one run at a time writes this output directory
+        if same_dir:
+            store.load(repair=True)  # a torn last line is cut off, so that appending goes on
+        for path in existing:  # only now that every input has been checked
+            os.unlink(path)
+        if resume_dir and not same_dir:
+            strategy.history_store.write_all(resumed)  # the new directory holds the whole run
+        with progress_mod.attach(strategy, progress):
+            result = strategy.traverse()
+        write_result(result, output_dir)
+        if report:
+            try:
+                result.report = report_mod.write_report(
+                    result, strategy.graph, output_dir, strategy.prepared.calib, conf=strategy.conf,
+                    test_data=test, sensitivity=_report_sensitivity(result, strategy.conf))
+            except KeyboardInterrupt:  # the results are written already: only the report is lost
+                result.interrupted = True
     if result.interrupted:
         raise TuningInterrupted(result)
     return result
+
+
+def _report_sensitivity(result, conf):
+    """What the report shows: the run's sensitivity; measured for the report alone only when
+    the run measured none, was not interrupted and has no timeout to keep."""
+    if result.sensitivity is not None:
+        return result.sensitivity
+    return not result.interrupted and not conf.timeout
 
 
 def _history(directory: str) -> JsonlHistory:

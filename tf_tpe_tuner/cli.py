@@ -27,7 +27,7 @@ flags.DEFINE_string("output_dir", None, "Where results go (overrides tuning.work
 flags.DEFINE_integer("max_trials", None, "Overrides tuning.exit_policy.max_trials.", lower_bound=1)
 flags.DEFINE_float("timeout", None, "Seconds; overrides tuning.exit_policy.timeout (0: stop at "
                    "the first configuration that meets the criterion and beats float).", lower_bound=0)
-flags.DEFINE_integer("seed", None, "Overrides tuning.random_seed.")
+flags.DEFINE_integer("seed", None, "Overrides tuning.random_seed.", lower_bound=0)
 flags.DEFINE_string("strategy", None, "Overrides tuning.strategy.name.")
 flags.DEFINE_enum("executor", None, ["local", "ray"], "Overrides tuning.executor.name: run trials "
                   "here, or on Ray workers.")

@@ -41,6 +41,10 @@ def _non_negative(v):
     return None if v >= 0 else "a number >= 0"
 
 
+def _whole_non_negative(v):
+    return None if v >= 0 else "a whole number >= 0"
+
+
 def _at_least_one(v):
     return None if v >= 1 else "a whole number >= 1"
 
@@ -103,7 +107,7 @@ SCHEMA: dict = {
             "max_trials": _Field(_INT, None, _at_least_one),
             "patience": _Field(_INT, None, _at_least_one),
         },
-        "random_seed": _Field(_INT, 1978),
+        "random_seed": _Field(_INT, 1978, _whole_non_negative),  # numpy refuses negative seeds
         "executor": {
             "name": _Field(_STR, "local", _one_of(("local", "ray"))),
             "workers": _Field(_INT, 1, _at_least_one),

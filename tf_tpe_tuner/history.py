@@ -7,15 +7,20 @@ The first line describes the run (`{"run": {...}}`: what makes its trials compar
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Iterator
+
+from .errors import TunerInputError
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 LATENCY_SIDE_BY_SIDE = "side_by_side"  # ratio of invokes alternated with the fp32 model's
 LATENCY_FUNC = "latency_func"  # the user's figure over the user's figure for the fp32 model
+_HELD: set[str] = set()  # histories this process has locked (`JsonlHistory.locked`)
 
 
 @dataclass
@@ -75,30 +80,66 @@ class JsonlHistory:
             os.fsync(f.fileno())
 
     def load(self, repair: bool = False) -> list[TrialRecord]:
-        """Every complete record (the run header, if any, goes to `self.header`). A torn last
-        line (the process died mid-write) is skipped, and with `repair` cut off the file, so
-        that appending can go on after it."""
+        """Every record (the run header, if any, goes to `self.header`). Only a torn last line
+        (no newline: the process died while writing it) is skipped, and with `repair` cut off the
+        file, so that appending can go on after it; any other line that does not parse is an
+        error naming the file and the line, and the file is left as it was."""
         if not os.path.exists(self.path):
             return []
         records = []
         good_bytes = 0
         with open(self.path, "rb") as f:
-            for number, line in enumerate(f):
+            for number, line in enumerate(f, 1):
                 if not line.endswith(b"\n"):
-                    break
+                    break  # torn: the last line, unterminated
                 try:
                     data = json.loads(line)
-                    if number == 0 and isinstance(data, dict) and set(data) == {"run"}:
+                    if number == 1 and isinstance(data, dict) and set(data) == {"run"}:
                         self.header = data["run"]
                     else:
                         records.append(TrialRecord.from_dict(data))
-                except (UnicodeDecodeError, json.JSONDecodeError, TypeError):
-                    break
+                except (UnicodeDecodeError, json.JSONDecodeError, TypeError, AttributeError) as err:
+                    raise TunerInputError(
+                        f"history file {self.path}, line {number}, is not a trial record "
+                        f"({type(err).__name__}); only a torn last line is dropped: repair or remove "
+                        "that line") from None
                 good_bytes += len(line)
         if repair and good_bytes != os.path.getsize(self.path):
             with open(self.path, "r+b") as f:
                 f.truncate(good_bytes)
         return records
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the history for one process: a second run writing the same file is refused.
+        Re-entrant within the process (tune() holds it from the resume on, the loop again)."""
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        key = os.path.realpath(self.path)
+        if key in _HELD:
+            yield
+            return
+        lock_path = self.path + ".lock"
+        handle = open(lock_path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise TunerInputError(
+                f"{self.path} is being written by another tuning run ({holder}); wait for it to end "
+                "or choose another output directory") from None
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}\n")
+            handle.flush()
+            _HELD.add(key)
+            yield
+        finally:
+            _HELD.discard(key)
+            os.unlink(lock_path)
+            handle.close()
 
     def write_all(self, records: list[TrialRecord]) -> None:
         for record in records:

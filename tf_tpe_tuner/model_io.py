@@ -1,8 +1,9 @@
 """Loading a user's saved tf_keras model without running code from the file.
 
-`.keras` files load in Keras' safe mode. Safe mode does not apply to `.h5` files and
-SavedModel directories, so their saved config is read first and a model with a Lambda layer
-(which carries Python bytecode) is refused unless the user allows it.
+The saved Keras config of every format that can hold Python code (`.keras`, `.h5`, a Keras
+SavedModel) is parsed first: a model with a Lambda layer (which carries Python bytecode), or one
+whose config cannot be read, is refused unless the user allows it; `.keras` files then load in
+Keras' safe mode as well.
 """
 from __future__ import annotations
 
@@ -30,27 +31,32 @@ def _class_names(config) -> set[str]:
     return found
 
 
-def _saved_config(path: str):
-    """The model config stored in an .h5 file or a SavedModel directory (None if not found)."""
-    if os.path.isdir(path):
-        meta = os.path.join(path, "keras_metadata.pb")
-        if not os.path.exists(meta):
-            return None
-        with open(meta, "rb") as f:
-            raw = f.read()
-        # The metadata protobuf holds each object's config as a JSON string; look for code layers.
-        return {"class_name": [name for name in _CODE_LAYERS
-                               if f'"class_name": "{name}"'.encode() in raw]} if raw else None
-    import h5py
-
+def _saved_class_names(path: str) -> set[str] | None:
+    """Every `class_name` in the Keras config stored in a `.keras` file (config.json), an `.h5`
+    file (model_config) or a Keras SavedModel directory (keras_metadata.pb, one JSON config per
+    object); None when it cannot be read."""
     try:
+        if os.path.isdir(path):
+            from tf_keras.protobuf import saved_metadata_pb2
+
+            with open(os.path.join(path, "keras_metadata.pb"), "rb") as f:
+                metadata = saved_metadata_pb2.SavedMetadata.FromString(f.read())
+            names: set[str] = set()
+            for node in metadata.nodes:
+                names |= _class_names(json.loads(node.metadata))
+            return names or None
+        if path.endswith(".keras"):
+            with zipfile.ZipFile(path) as archive:
+                return _class_names(json.loads(archive.read("config.json")))
+        import h5py
+
         with h5py.File(path, "r") as f:
             config = f.attrs.get("model_config")
-    except OSError:
+        if config is None:
+            return None
+        return _class_names(json.loads(config.decode() if isinstance(config, bytes) else config))
+    except Exception:  # noqa: BLE001  unreadable: the caller fails closed
         return None
-    if config is None:
-        return None
-    return json.loads(config.decode() if isinstance(config, bytes) else config)
 
 
 def _keras_major_version(path: str) -> str | None:
@@ -75,17 +81,17 @@ def load_keras_model(path: str, allow_unsafe: bool = False):
         raise TunerInputError(
             f"model file {path} was saved by Keras 3; tf_tpe_tuner needs a tf_keras (Keras 2) model: "
             "rebuild it with `import tf_keras` (TF_USE_LEGACY_KERAS=1) and save it again")
-    if not path.endswith(".keras") and not allow_unsafe:
-        config = _saved_config(path)
-        if config is not None:
-            names = _class_names(config)
-            if isinstance(config.get("class_name"), list):
-                names |= set(config["class_name"])
-            risky = sorted(names & set(_CODE_LAYERS))
-            if risky:
-                raise TunerInputError(
-                    f"model file {path} contains a {risky[0]} layer, which runs code stored in the "
-                    "file; pass --allow_unsafe_model if you trust it")
+    if not allow_unsafe:  # fail closed: code layers found, or a config that cannot be checked
+        names = _saved_class_names(path)
+        if names is None:
+            raise TunerInputError(
+                f"model file {path}: its Keras config cannot be read, so it cannot be checked for "
+                "layers that run code stored in the file; pass --allow_unsafe_model if you trust it")
+        risky = sorted(names & set(_CODE_LAYERS))
+        if risky:
+            raise TunerInputError(
+                f"model file {path} contains a {risky[0]} layer, which runs code stored in the "
+                "file; pass --allow_unsafe_model if you trust it")
     try:
         if path.endswith(".keras"):
             return keras.models.load_model(path, compile=False, safe_mode=not allow_unsafe)

@@ -16,7 +16,7 @@ import logging
 import os
 
 from .errors import TunerInputError
-from .trial import TrialOutcome
+from .trial import ORIGIN_LOST, TrialOutcome
 
 log = logging.getLogger("tf_tpe_tuner")
 
@@ -95,7 +95,8 @@ class RayExecutor:
         except self._ray.exceptions.RayActorError as err:
             self._actors.remove(actor)
             log.warning("a Ray worker died during trial %d; %d workers left", trial, len(self._actors))
-            return trial, TrialOutcome(ok=False, error=f"worker died: {type(err).__name__}")
+            return trial, TrialOutcome(ok=False, error=f"worker died: {type(err).__name__}",
+                                       error_origin=ORIGIN_LOST)
         except self._ray.exceptions.RayError as err:
             self._idle.append(actor)
             return trial, TrialOutcome(ok=False, error=f"{type(err).__name__}: {err}")

@@ -79,7 +79,7 @@ class ExportedModel:
 def rebuild(model, config: "str | os.PathLike | Mapping", calib_data: Any, *,
             input_type: str | None = None, output_type: str | None = None,
             batch: "str | int | None" = None, keras_io_names: bool = False,
-            graph: ModelGraph | None = None) -> ExportedModel:
+            graph: ModelGraph | None = None, q_func=None) -> ExportedModel:
     """Rebuild the TFLite model that best_config.yaml describes.
 
     Args:
@@ -91,12 +91,19 @@ def rebuild(model, config: "str | os.PathLike | Mapping", calib_data: Any, *,
         batch: 1 or "dynamic"; default: as recorded, dynamic.
         keras_io_names: name the inputs and outputs after the Keras model's.
         graph: the walked model, if the caller has it already.
+        q_func: the hook the tuning ran on the quantize-applied model, when it had one
+            (`realization.q_func: true`): a yaml file cannot carry it.
     Raises:
         TunerInputError: the config does not fit the model or data, or an option cannot apply.
     """
     import time
 
     config = load_best_config(config)
+    if config["realization"].get("q_func") and q_func is None:
+        raise TunerInputError(
+            "best_config.yaml was tuned with a q_func (a Python function run on each quantized Keras "
+            "model), which a yaml file cannot carry: the model cannot be rebuilt from it alone; "
+            "from Python, pass the same function: rebuild(model, config, calib_data, q_func=...)")
     io = _io_options(config["io"], input_type, output_type, batch)
     io["keras_io_names"] = bool(keras_io_names)
     clock = time.perf_counter()
@@ -111,7 +118,7 @@ def rebuild(model, config: "str | os.PathLike | Mapping", calib_data: Any, *,
             f"calibration data has {len(calib)} samples, the model was calibrated on {wanted}: give "
             "the calibration data used for tuning")
     realizer = make_realizer(config["realization"]["backend"], graph, calib.take(wanted),
-                             calib_conf["batch_size"])
+                             calib_conf["batch_size"], q_func)
     int8 = [u for u in graph.unit_names if config["units"][u] == "int8"]
     realization = realizer.realize(int8)
     seconds = {"realize": time.perf_counter() - clock}

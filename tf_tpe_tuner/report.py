@@ -41,7 +41,7 @@ def sensitivity_summary(graph, calib: ArrayData, batch_size: int, sensitivity=Tr
     from .realize_denylist import DenylistRealizer
     from .sensitivity import Sensitivity, unit_sensitivity
 
-    if not isinstance(sensitivity, Sensitivity) or not sensitivity.complete:
+    if not isinstance(sensitivity, Sensitivity):  # a part-measured one (timeout) is shown as it is
         sensitivity = unit_sensitivity(graph, calib, realizer=DenylistRealizer(graph, calib, batch_size))
     return {"units": dict(sensitivity.output_errors), "all_int8": sensitivity.all_int8,
             "samples": sensitivity.samples, "seconds": round(sensitivity.seconds, 3),
@@ -73,27 +73,23 @@ def all_int8_record(history: list[TrialRecord]) -> TrialRecord | None:
 def plot_pareto(result, path: str, higher_is_better: bool = True, threshold: float | None = None,
                 metric_name: str = "accuracy") -> list[int]:
     """Draw pareto.png; returns the trials on the Pareto front."""
-    import matplotlib.pyplot as plt
-
     fig, front_keys = pareto_figure(result, higher_is_better, threshold, metric_name)
-    try:
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        tmp = os.path.join(directory, "." + os.path.basename(path) + ".tmp.png")
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, "." + os.path.basename(path) + ".tmp.png")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
     return [k for k in front_keys if k != "fp32"]
 
 
 def pareto_figure(result, higher_is_better: bool = True, threshold: float | None = None,
                   metric_name: str = "accuracy"):
-    """The figure of pareto.png (the caller closes it) and the Pareto front's keys (trials, "fp32")."""
-    import matplotlib
+    """The figure of pareto.png and the Pareto front's keys (trials, "fp32").
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    A `matplotlib.figure.Figure` on its own Agg canvas, not pyplot: the process's backend (a
+    notebook's inline plots) and pyplot's list of open figures are left alone."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     ok = [r for r in result.history if r.status == STATUS_OK]
     base = result.baseline
@@ -101,51 +97,49 @@ def pareto_figure(result, higher_is_better: bool = True, threshold: float | None
     front_keys = pareto_front(points + [("fp32", base.latency_ms, base.accuracy)], higher_is_better)
     # Small models run in microseconds: 12.6 µs reads better than 0.0126 ms.
     scale, unit = (1e3, "µs") if max([base.latency_ms] + [r.latency_ms for r in ok]) < 1 else (1.0, "ms")
-    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=110)
-    try:
-        met = [r for r in ok if r.met_criterion]
-        missed = [r for r in ok if not r.met_criterion]
-        if missed:
-            ax.scatter([r.latency_ms * scale for r in missed], [r.accuracy for r in missed], s=28,
-                       color="#f0a35e", label="trial (misses the criterion)", zorder=2)
-        if met:
-            ax.scatter([r.latency_ms * scale for r in met], [r.accuracy for r in met], s=28, color="#4c8bd6",
-                       label="trial (meets the criterion)", zorder=2)
-        lookup = {r.trial: (r.latency_ms * scale, r.accuracy) for r in ok}
-        lookup["fp32"] = (base.latency_ms * scale, base.accuracy)
-        front = [lookup[k] for k in front_keys]
-        if front:
-            xs, ys = zip(*front)
-            right = max(p[0] for p in lookup.values())
-            xs, ys = list(xs) + [right * 1.02], list(ys) + [ys[-1]]
-            ax.step(xs, ys, where="post", color="#555555", linewidth=1.2, label="Pareto front", zorder=1)
-        ax.scatter([base.latency_ms * scale], [base.accuracy], marker="s", s=70, color="black",
-                   label=f"fp32 ({base.latency_ms * scale:.4g} {unit})", zorder=3)
-        best = result.best_trial is not None and result.latency_ms is not None
-        if best:
-            ax.scatter([result.latency_ms * scale], [result.accuracy], marker="*", s=260, color="#d62728",
-                       edgecolors="black", linewidths=0.6, label=f"best (trial {result.best_trial})", zorder=4)
-        int8 = all_int8_record(result.history)
-        if int8 is not None:
-            label = "all-int8" if all(d == "int8" for d in int8.config.values()) else "most-int8"
-            on_best = best and int8.trial == result.best_trial
-            # drawn over the best's star when it is the best too, else the star would hide it
-            ax.scatter([int8.latency_ms * scale], [int8.accuracy], marker="^", s=80, color="#2e9e4f",
-                       edgecolors="white" if on_best else "none", linewidths=0.8,
-                       label=f"{label} (trial {int8.trial}{', the best' if on_best else ''})",
-                       zorder=5 if on_best else 3)
-        if threshold is not None:
-            ax.axhline(threshold, color="#999999", linestyle="--", linewidth=1,
-                       label=f"criterion ({threshold:.4g})")
-        ax.set_xlabel(f"latency ({unit}, median of single-sample invokes)")
-        ax.set_ylabel(metric_name + ("" if higher_is_better else " (lower is better)"))
-        ax.set_title(f"{len(ok)} trial{'' if len(ok) == 1 else 's'}: {metric_name} against latency")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
-        fig.tight_layout()
-    except BaseException:
-        plt.close(fig)
-        raise
+    fig = Figure(figsize=(7.5, 5), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    met = [r for r in ok if r.met_criterion]
+    missed = [r for r in ok if not r.met_criterion]
+    if missed:
+        ax.scatter([r.latency_ms * scale for r in missed], [r.accuracy for r in missed], s=28,
+                   color="#f0a35e", label="trial (misses the criterion)", zorder=2)
+    if met:
+        ax.scatter([r.latency_ms * scale for r in met], [r.accuracy for r in met], s=28, color="#4c8bd6",
+                   label="trial (meets the criterion)", zorder=2)
+    lookup = {r.trial: (r.latency_ms * scale, r.accuracy) for r in ok}
+    lookup["fp32"] = (base.latency_ms * scale, base.accuracy)
+    front = [lookup[k] for k in front_keys]
+    if front:
+        xs, ys = zip(*front)
+        right = max(p[0] for p in lookup.values())
+        xs, ys = list(xs) + [right * 1.02], list(ys) + [ys[-1]]
+        ax.step(xs, ys, where="post", color="#555555", linewidth=1.2, label="Pareto front", zorder=1)
+    ax.scatter([base.latency_ms * scale], [base.accuracy], marker="s", s=70, color="black",
+               label=f"fp32 ({base.latency_ms * scale:.4g} {unit})", zorder=3)
+    best = result.best_trial is not None and result.latency_ms is not None
+    if best:
+        ax.scatter([result.latency_ms * scale], [result.accuracy], marker="*", s=260, color="#d62728",
+                   edgecolors="black", linewidths=0.6, label=f"best (trial {result.best_trial})", zorder=4)
+    int8 = all_int8_record(result.history)
+    if int8 is not None:
+        label = "all-int8" if all(d == "int8" for d in int8.config.values()) else "most-int8"
+        on_best = best and int8.trial == result.best_trial
+        # drawn over the best's star when it is the best too, else the star would hide it
+        ax.scatter([int8.latency_ms * scale], [int8.accuracy], marker="^", s=80, color="#2e9e4f",
+                   edgecolors="white" if on_best else "none", linewidths=0.8,
+                   label=f"{label} (trial {int8.trial}{', the best' if on_best else ''})",
+                   zorder=5 if on_best else 3)
+    if threshold is not None:
+        ax.axhline(threshold, color="#999999", linestyle="--", linewidth=1,
+                   label=f"criterion ({threshold:.4g})")
+    ax.set_xlabel(f"latency ({unit}, median of single-sample invokes)")
+    ax.set_ylabel(metric_name + ("" if higher_is_better else " (lower is better)"))
+    ax.set_title(f"{len(ok)} trial{'' if len(ok) == 1 else 's'}: {metric_name} against latency")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
     return fig, front_keys
 
 
@@ -351,11 +345,13 @@ def render_markdown(report: Mapping) -> str:
     sens = report.get("sensitivity")
     lines += ["## Units", ""]
     if sens:
+        every = sens.get("all_int8")
         lines += [f"Sensitivity: {sens['method']}, on {sens['samples']} calibration samples "
-                  f"({sens['seconds']:.1f} s). With every unit int8: "
-                  f"{_pct(sens['all_int8']['rel_rmse'])} error"
-                  + (f", top-1 changed on {_pct(sens['all_int8']['top1_change'])} of samples"
-                     if sens["all_int8"].get("top1_change") is not None else "") + ".", ""]
+                  f"({sens['seconds']:.1f} s). "
+                  + ("Measured part-way (the timeout came first)." if every is None else
+                     f"With every unit int8: {_pct(every['rel_rmse'])} error"
+                     + (f", top-1 changed on {_pct(every['top1_change'])} of samples"
+                        if every.get("top1_change") is not None else "") + "."), ""]
     elif report.get("sensitivity_error"):
         lines += [f"(sensitivity not computed: {report['sensitivity_error']})", ""]
     lines += ["| unit | layer types | best model | output error, only this unit int8 | top-1 changed |",

@@ -21,6 +21,7 @@ from .evaluate import Evaluation, Evaluator, make_metric
 INT8, FP32 = "int8", "fp32"
 CHOICES = (INT8, FP32)  # a unit's choices today; the search keeps them as a list per unit
 ORIGIN_USER, ORIGIN_TOOL = "user", "tool"
+ORIGIN_LOST = "lost"  # the worker running it died: the configuration may be tried again
 
 
 def int8_units(config: Mapping[str, str]) -> frozenset[str]:
@@ -43,7 +44,7 @@ class TrialOutcome:
     step_seconds: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     error: str | None = None
-    error_origin: str | None = None  # ORIGIN_USER or ORIGIN_TOOL
+    error_origin: str | None = None  # ORIGIN_USER, ORIGIN_TOOL or ORIGIN_LOST
     traceback: str | None = None  # for the tool's own errors
 
 

@@ -168,7 +168,7 @@ def flatten_model(model) -> tuple["keras.Model", dict[str, str]]:
     """Rebuild `model` as one flat Functional model of cloned layers with copied weights."""
     check_tf_keras_model(model)
     display: dict[str, str] = {}
-    clones: dict[int, object] = {}  # id(original layer) -> clone, so shared layers stay shared
+    clones: dict[int, object] = {}  # id(original layer) -> clone
     weight_copies: list[tuple[object, object]] = []
 
     def inline(net, inputs: list, prefix: str) -> list:
@@ -191,14 +191,19 @@ def flatten_model(model) -> tuple["keras.Model", dict[str, str]]:
                         f"nested model {(prefix + layer.name).replace(NEST_SEP, '/')!r} is a "
                         "subclassed model; the walker reads only Sequential and Functional models")
                 else:
-                    if id(layer) not in clones:
-                        name = prefix + layer.name
-                        if name in display:
-                            raise ModelNotSupportedError(
-                                f"two layers are both named {name.replace(NEST_SEP, '/')!r}")
-                        clones[id(layer)] = _clone_layer(layer, name)
-                        display[name] = name.replace(NEST_SEP, "/")
-                        weight_copies.append((clones[id(layer)], layer))
+                    if id(layer) in clones:
+                        # one unit per call would need one layer per call: refused, not half-read
+                        raise ModelNotSupportedError(
+                            f"layer {(prefix + layer.name).replace(NEST_SEP, '/')!r} is called more "
+                            "than once (a shared layer); the walker reads one call per layer: give "
+                            "each call a layer of its own (the same weights can be copied)")
+                    name = prefix + layer.name
+                    if name in display:
+                        raise ModelNotSupportedError(
+                            f"two layers are both named {name.replace(NEST_SEP, '/')!r}")
+                    clones[id(layer)] = _clone_layer(layer, name)
+                    display[name] = name.replace(NEST_SEP, "/")
+                    weight_copies.append((clones[id(layer)], layer))
                     outputs = clones[id(layer)](*args, **kwargs)
                 for out_id, tensor in zip(node.flat_output_ids, tf.nest.flatten(outputs)):
                     tensors[out_id] = SharedTensor(tensor)

@@ -143,6 +143,7 @@ class TuneStrategy:
             "calibration": {"sampling_size": len(self.prepared.calib),
                             "batch_size": self.conf.get("quantization.calibration.batch_size"),
                             "method": "minmax"},
+            "q_func": self.realizer.q_func is not None,  # a Python hook yaml cannot carry
         }
         return result
 

@@ -29,7 +29,7 @@ from ..executor import LocalExecutor
 from ..errors import TrialsBroken, TunerInputError, UserCodeError
 from ..history import STATUS_FAILED, STATUS_OK, JsonlHistory, TrialRecord, config_key
 from ..samplers.base import EXHAUSTED, WAIT, Sampler, SearchSpace, random_unseen
-from ..trial import ORIGIN_TOOL, TrialOutcome, TrialRunner, int8_units
+from ..trial import ORIGIN_LOST, ORIGIN_TOOL, TrialOutcome, TrialRunner, int8_units
 from .criterion import Criterion, within
 from .loss import calculate_loss
 from .result import BEST_ATTEMPT, FLOAT, QUANTIZED, Baseline, TuningResult
@@ -98,11 +98,13 @@ class Study:
         return list(self._running.values())
 
     def seen(self, config: Mapping[str, str]) -> bool:
+        """Finished (a trial lost with its worker does not count) or in flight."""
         key = config_key(dict(config))
-        return key in self._by_key or any(config_key(c) == key for c in self._running.values())
+        return self.record(config) is not None or any(config_key(c) == key for c in self._running.values())
 
     def record(self, config: Mapping[str, str]) -> TrialRecord | None:
-        return self._by_key.get(config_key(dict(config)))
+        record = self._by_key.get(config_key(dict(config)))
+        return None if record is not None and record.error_origin == ORIGIN_LOST else record
 
     def drop(self, record: TrialRecord) -> float:
         return self.criterion.drop(self.baseline.accuracy, record.accuracy)
@@ -143,7 +145,11 @@ class Study:
 
     def run(self) -> TuningResult:
         """Search until the stop rule holds; Ctrl-C ends it with the best finished trial
-        (`interrupted=True`), trials under way dropped."""
+        (`interrupted=True`), trials under way dropped. The history is locked meanwhile."""
+        with self.history_store.locked():
+            return self._run()
+
+    def _run(self) -> TuningResult:
         if self.baseline is None:
             self.evaluate_baseline()
         resumed = len(self._records)
@@ -314,7 +320,7 @@ class Study:
         trials = len(self._records) + len(self._running) if trials is None else trials
         if trials >= rule.max_trials:
             return f"max_trials ({rule.max_trials}) reached"
-        if len(self._records) + len(self._running) >= self.space.size:
+        if self._seen_count() + len(self._running) >= self.space.size:
             return f"search space exhausted (all {self.space.size} configurations tried)"
         if timeout and self.elapsed() >= timeout:
             return f"timeout ({timeout:g} s) passed"
@@ -325,6 +331,9 @@ class Study:
             return (f"patience: no faster configuration meeting the criterion in the last "
                     f"{rule.patience} trials")
         return ""
+
+    def _seen_count(self) -> int:
+        return sum(1 for r in self._by_key.values() if r.error_origin != ORIGIN_LOST)
 
     def _keep_only_candidate_models(self) -> None:
         """TFLite bytes are kept for the trials that could still be handed back only."""
