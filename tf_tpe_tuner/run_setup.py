@@ -83,12 +83,13 @@ def differences(recorded: dict, now: dict) -> list[str]:
 
 
 def sensitivity_measure(prepared: PreparedRun, conf: Conf, latency_func: Callable | None):
-    """A function (deadline) -> Sensitivity over the searched units, measured through the
-    denylist path (the tuning's own realizer when it is the denylist one)."""
+    """A function (expired) -> Sensitivity over the searched units, measured through the
+    denylist path (the tuning's own realizer when it is the denylist one); `expired()` True
+    stops it part-way."""
     from .realize_denylist import DenylistRealizer
     from .sensitivity import unit_sensitivity
 
-    def measure(deadline: float | None):
+    def measure(expired):
         realizer = prepared.spec.realizer
         if not isinstance(realizer, DenylistRealizer):
             realizer = DenylistRealizer(prepared.graph, prepared.calib, conf.get("quantization.calibration.batch_size"))
@@ -97,6 +98,6 @@ def sensitivity_measure(prepared: PreparedRun, conf: Conf, latency_func: Callabl
         if latency_func is None and float(conf.get("tuning.strategy.latency_weight")) > 0:
             timing = (perf["warmup"], perf["iteration"], perf["num_threads"])
         return unit_sensitivity(prepared.graph, prepared.calib, prepared.space.searched, realizer,
-                                latency=timing, deadline=deadline)
+                                latency=timing, expired=expired)
 
     return measure

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -81,13 +81,14 @@ def output_error(reference: list[np.ndarray], got: list[np.ndarray]) -> dict:
 def unit_sensitivity(graph: ModelGraph, calib: ArrayData, units: Iterable[str] | None = None,
                      realizer: DenylistRealizer | None = None, batch_size: int = 256,
                      latency: tuple[int, int, int] | None = None,
-                     deadline: float | None = None) -> Sensitivity:
+                     expired: Callable[[], bool] | None = None) -> Sensitivity:
     """Score every unit in `units` (default: all) by the output error it causes alone in int8.
 
     `realizer`: a calibrated `DenylistRealizer` of `graph` to reuse (else one is built on `calib`).
     `latency`: (warmup, iterations, num_threads): also measure each of these models' latency as a
     ratio to the fp32 model (`TFLiteModel.latency_ratio`, interleaved), into `Sensitivity.latency`.
-    `deadline`: a `time.monotonic()` after which no further unit is measured (`complete` False).
+    `expired`: asked before each unit; once True, no further unit is measured (`complete` False:
+    the run's timeout came first).
     """
     start = time.perf_counter()
     if realizer is None:
@@ -100,7 +101,7 @@ def unit_sensitivity(graph: ModelGraph, calib: ArrayData, units: Iterable[str] |
     fp32_model = TFLiteModel(fp32, latency[2]) if latency else None
     result = Sensitivity({}, units, samples=len(data))
     for unit in units:
-        if deadline is not None and time.monotonic() >= deadline:
+        if expired is not None and expired():
             result.complete = False
             break
         try:

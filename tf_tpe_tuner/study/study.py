@@ -55,7 +55,7 @@ class Study:
                  loss_config: Mapping[str, float], stop_rule: StopRule, seed: int, history: JsonlHistory,
                  resumed: list[TrialRecord] = (), hooks: Mapping[str, Callable] | None = None,
                  make_executor: Callable[[], object] | None = None,
-                 measure_sensitivity: Callable[[float | None], object] | None = None,
+                 measure_sensitivity: Callable[[Callable[[], bool]], object] | None = None,
                  edges: list | None = None, started: float | None = None):
         self.space = space
         self._runner_factory, self._runner = runner, None
@@ -155,7 +155,7 @@ class Study:
         resumed = len(self._records)
         if self.sampler.wants_sensitivity and self._measure_sensitivity is not None and len(self.space.searched) > 1:
             try:
-                self.sensitivity = self._measure_sensitivity(self._deadline())
+                self.sensitivity = self._measure_sensitivity(self._timed_out)
                 log.info("sensitivity of %d units in %.2f s; most sensitive: %s", len(self.sensitivity.scores),
                          self.sensitivity.seconds, ", ".join(self.sensitivity.ranked()[:5]))
             except Exception as err:  # noqa: BLE001  the search works without it
@@ -310,9 +310,9 @@ class Study:
             return None, None
         return BEST_ATTEMPT, min(ok, key=lambda r: (r.loss, r.trial))
 
-    def _deadline(self) -> float | None:
+    def _timed_out(self) -> bool:
         timeout = self.stop_rule.timeout
-        return self._start + timeout if timeout else None
+        return bool(timeout) and self.elapsed() >= timeout
 
     def why_stop(self, timeout: float | None | str = "rule", trials: int | None = None) -> str:
         rule = self.stop_rule
