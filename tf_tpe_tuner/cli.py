@@ -18,7 +18,8 @@ from absl import app, flags
 from . import _cli_common
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "Keras model: a .keras or .h5 file or a SavedModel directory (tf_keras).")
+flags.DEFINE_string("model", None, "The model: a tf_keras .keras or .h5 file or SavedModel directory, "
+                    "or a float .tflite file.")
 flags.DEFINE_string("conf", None, "yaml conf (Neural Compressor-style fields); defaults if absent.")
 flags.DEFINE_string("calib_data", None, ".npz with array x (or one array per model input), or a .npy "
                     "holding x.")
@@ -61,7 +62,7 @@ def parse_flags(argv: list[str]) -> list[str]:
 def check_flags() -> None:
     """Everything that can be checked before TensorFlow is even imported."""
     if not FLAGS.model:
-        fail("--model is required (a .keras or .h5 file or a SavedModel directory)")
+        fail("--model is required (a .keras, .h5 or .tflite file or a SavedModel directory)")
     needed = [("model", FLAGS.model), ("conf", FLAGS.conf)]
     if not FLAGS.dry_run:
         needed += [("calib_data", FLAGS.calib_data), ("eval_data", FLAGS.eval_data),
@@ -138,12 +139,12 @@ def _run() -> int:
     _load_tensorflow()
     from . import progress
     from .api import tune
-    from .model_io import load_keras_model
-    from .walker import walk
+    from .model_io import load_model
+    from .run_setup import model_graph
 
-    model = load_keras_model(FLAGS.model, allow_unsafe=FLAGS.allow_unsafe_model)
+    model = load_model(FLAGS.model, allow_unsafe=FLAGS.allow_unsafe_model)
     if FLAGS.dry_run:
-        print(walk(model).describe())
+        print(model_graph(model).describe())
         return EXIT_MET
     mode = progress.resolve_mode(FLAGS.progress, FLAGS.quiet)
     progress.setup_logging(mode)

@@ -91,14 +91,14 @@ def _run() -> int:
     absl_logging.set_verbosity(absl_logging.WARNING)  # the converter's chatter
     from .conf import Conf
     from .export import write_atomic
-    from .model_io import load_keras_model
+    from .model_io import load_model
     from .rebuild import check_accuracy, load_best_config, rebuild
-    from .walker import walk
+    from .run_setup import model_graph
 
     config = load_best_config(FLAGS.config)
     conf = Conf(FLAGS.conf) if FLAGS.conf else None
-    model = load_keras_model(FLAGS.model, allow_unsafe=FLAGS.allow_unsafe_model)
-    graph = walk(model)
+    model = load_model(FLAGS.model, allow_unsafe=FLAGS.allow_unsafe_model)
+    graph = model_graph(model)
     exported = rebuild(model, config, FLAGS.calib_data, input_type=FLAGS.input_type,
                        output_type=FLAGS.output_type, batch=FLAGS.batch,
                        keras_io_names=FLAGS.keras_io_names, graph=graph)

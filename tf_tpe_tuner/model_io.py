@@ -76,7 +76,8 @@ def load_keras_model(path: str, allow_unsafe: bool = False):
         raise TunerInputError(f"model file {path} does not exist")
     is_dir = os.path.isdir(path)
     if not is_dir and not path.endswith((".keras", ".h5", ".hdf5")):
-        raise TunerInputError(f"model file {path} must be a .keras or .h5 file or a SavedModel directory")
+        raise TunerInputError(f"model file {path} must be a .keras, .h5 or .tflite file or a SavedModel "
+                              "directory")
     if path.endswith(".keras") and _keras_major_version(path) == "3":
         raise TunerInputError(
             f"model file {path} was saved by Keras 3; tf_tpe_tuner needs a tf_keras (Keras 2) model: "
@@ -100,3 +101,13 @@ def load_keras_model(path: str, allow_unsafe: bool = False):
         text = str(err).strip()
         first = text.splitlines()[0] if text else type(err).__name__
         raise TunerInputError(f"model file {path} could not be loaded as a tf_keras model: {first}") from None
+
+
+def load_model(path: str, allow_unsafe: bool = False):
+    """What `--model` names: a float `.tflite` file (its bytes: it carries no Python code, so no
+    check is needed), else a tf_keras model (`load_keras_model`)."""
+    if path.endswith(".tflite"):
+        from .tflite_graph import load_tflite
+
+        return load_tflite(path)
+    return load_keras_model(path, allow_unsafe=allow_unsafe)

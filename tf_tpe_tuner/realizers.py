@@ -44,5 +44,14 @@ def resolve_backend(backend: str, q_func: Callable | None) -> str:
 
 
 def make_realizer(backend: str, graph, calib, batch_size: int = 32, q_func: Callable | None = None):
-    """A realizer of `graph` for `backend`, on these calibration samples."""
+    """A realizer of `graph` for `backend`, on these calibration samples. A model known only by
+    its TFLite graph (`tflite_graph.TfliteGraph`) has the denylist backend only."""
+    if getattr(graph, "kind", None) == "tflite":
+        if backend != "denylist":
+            raise TunerInputError(
+                f"quantization.backend {backend} needs a tf_keras model (tfmot annotations); a TFLite "
+                "model is tuned with the denylist backend (quantization.backend: auto or denylist)")
+        from .realize_tflite import TfliteRealizer
+
+        return TfliteRealizer(graph, calib, batch_size, q_func)
     return realizer_class(backend)(graph, calib, batch_size, q_func)

@@ -35,7 +35,7 @@ from .evaluate import make_metric
 from .best_config import load_best_config
 from .realizers import make_realizer
 from .tflite_edit import QuantizedIOModel, apply_io_options, io_tensor_names
-from .walker import ModelGraph, walk
+from .walker import ModelGraph
 
 IO_TYPES = ("float32", "int8")
 BATCHES = ("dynamic", "1")
@@ -98,6 +98,8 @@ def rebuild(model, config: "str | os.PathLike | Mapping", calib_data: Any, *,
     """
     import time
 
+    from .run_setup import model_graph
+
     config = load_best_config(config)
     if config["realization"].get("q_func") and q_func is None:
         raise TunerInputError(
@@ -107,7 +109,7 @@ def rebuild(model, config: "str | os.PathLike | Mapping", calib_data: Any, *,
     io = _io_options(config["io"], input_type, output_type, batch)
     io["keras_io_names"] = bool(keras_io_names)
     clock = time.perf_counter()
-    graph = graph or walk(model)
+    graph = graph or model_graph(model)
     _check_units(config, graph)
     calib_conf = config["realization"]["calibration"]
     calib = check_against_model(as_array_data(calib_data, graph.input_names, "calibration data"),

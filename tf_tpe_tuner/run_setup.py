@@ -8,6 +8,7 @@ units, the data against the model's inputs, the labels against its outputs, the 
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -19,7 +20,7 @@ from .evaluate import Evaluator, make_metric
 from .realizers import make_realizer, resolve_backend
 from .samplers.base import SearchSpace
 from .trial import CHOICES, EvaluationSpec, TrialSpec
-from .walker import ModelGraph, apply_op_wise, walk
+from .walker import ModelGraph, apply_op_wise, unit_edges, walk
 
 
 @dataclass
@@ -31,9 +32,27 @@ class PreparedRun:
     fingerprint: dict  # what makes trials comparable across a resume
 
 
+def model_graph(model):
+    """The walked model: a tf_keras model's (`walker.walk`), or a float TFLite model's (its bytes
+    or a `.tflite` path: `tflite_graph.read_graph`)."""
+    from .tflite_graph import TfliteGraph, read_graph
+
+    if isinstance(model, (ModelGraph, TfliteGraph)):
+        return model
+    if isinstance(model, (bytes, bytearray)) or (
+            isinstance(model, (str, os.PathLike)) and os.fspath(model).endswith(".tflite")):
+        return read_graph(model)
+    return walk(model)
+
+
+def edges_of(graph) -> list:
+    """Tensors between units (`walker.unit_edges`), for the surrogate's latency model."""
+    return graph.edges if getattr(graph, "kind", None) == "tflite" else unit_edges(graph)
+
+
 def prepare(model, conf: Conf, calib_data: Any, eval_data: Any = None, eval_func: Callable | None = None,
             q_func: Callable | None = None, latency_func: Callable | None = None) -> PreparedRun:
-    graph = model if isinstance(model, ModelGraph) else walk(model)
+    graph = model_graph(model)
     if conf.get("tuning.executor.name") == "ray":
         from .ray_executor import import_ray
 
@@ -91,7 +110,7 @@ def sensitivity_measure(prepared: PreparedRun, conf: Conf, latency_func: Callabl
 
     def measure(expired):
         realizer = prepared.spec.realizer
-        if not isinstance(realizer, DenylistRealizer):
+        if realizer.name != "denylist":
             realizer = DenylistRealizer(prepared.graph, prepared.calib, conf.get("quantization.calibration.batch_size"))
         perf = conf.get("evaluation.performance")
         timing = None  # the latency of each one-unit model too, unless latency does not count

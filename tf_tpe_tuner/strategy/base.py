@@ -13,12 +13,12 @@ from typing import Callable, Mapping
 from ..checks import warn_if_baseline_at_chance
 from ..conf import Conf
 from ..history import JsonlHistory, TrialRecord
-from ..run_setup import prepare, sensitivity_measure
+from ..run_setup import edges_of, prepare, sensitivity_measure
 from ..samplers import SAMPLERS
 from ..study import Baseline, Criterion, StopRule, Study, TuningResult
 from ..study.loss import calculate_loss, loss_config
 from ..trial import FP32, INT8
-from ..walker import ModelGraph, unit_edges
+from ..walker import ModelGraph
 
 
 class TuneStrategy:
@@ -68,7 +68,7 @@ class TuneStrategy:
             seed=self.conf.seed, history=self.history_store, resumed=resumed, hooks=q_hooks,
             make_executor=self._make_executor,
             measure_sensitivity=sensitivity_measure(self.prepared, self.conf, latency_func),
-            edges=unit_edges(self.graph))
+            edges=edges_of(self.graph))
 
     # -- what the loop holds, read through the strategy ----------------------------------------
     @property
