@@ -18,8 +18,10 @@ from absl import app, flags
 from . import _cli_common
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "The model: a tf_keras .keras or .h5 file or SavedModel directory, "
-                    "or a float .tflite file.")
+flags.DEFINE_string("model", None, "The model: a .keras file (tf_keras or Keras 3), an .h5 file, a "
+                    "SavedModel directory (Keras or plain TensorFlow), or a float .tflite file.")
+flags.DEFINE_string("signature", None, "With a plain SavedModel --model: the signature to tune "
+                    "(default serving_default).")
 flags.DEFINE_string("conf", None, "yaml conf (Neural Compressor-style fields); defaults if absent.")
 flags.DEFINE_string("calib_data", None, ".npz with array x (or one array per model input), or a .npy "
                     "holding x.")
@@ -142,7 +144,7 @@ def _run() -> int:
     from .model_io import load_model
     from .run_setup import model_graph
 
-    model = load_model(FLAGS.model, allow_unsafe=FLAGS.allow_unsafe_model)
+    model = load_model(FLAGS.model, allow_unsafe=FLAGS.allow_unsafe_model, signature=FLAGS.signature)
     if FLAGS.dry_run:
         print(model_graph(model).describe())
         return EXIT_MET

@@ -78,10 +78,6 @@ def load_keras_model(path: str, allow_unsafe: bool = False):
     if not is_dir and not path.endswith((".keras", ".h5", ".hdf5")):
         raise TunerInputError(f"model file {path} must be a .keras, .h5 or .tflite file or a SavedModel "
                               "directory")
-    if path.endswith(".keras") and _keras_major_version(path) == "3":
-        raise TunerInputError(
-            f"model file {path} was saved by Keras 3; tf_tpe_tuner needs a tf_keras (Keras 2) model: "
-            "rebuild it with `import tf_keras` (TF_USE_LEGACY_KERAS=1) and save it again")
     if not allow_unsafe:  # fail closed: code layers found, or a config that cannot be checked
         names = _saved_class_names(path)
         if names is None:
@@ -103,11 +99,42 @@ def load_keras_model(path: str, allow_unsafe: bool = False):
         raise TunerInputError(f"model file {path} could not be loaded as a tf_keras model: {first}") from None
 
 
-def load_model(path: str, allow_unsafe: bool = False):
-    """What `--model` names: a float `.tflite` file (its bytes: it carries no Python code, so no
-    check is needed), else a tf_keras model (`load_keras_model`)."""
+def load_model(path: str, allow_unsafe: bool = False, signature: str | None = None):
+    """What `--model` names: a float `.tflite` file (its bytes), a plain TensorFlow SavedModel
+    directory (a `frontends.SavedModelSource`: neither carries Python code, so neither is
+    checked), a `.keras` file saved by Keras 3 (loaded by Keras 3, after the same check as
+    tf_keras files), else a tf_keras model (`load_keras_model`)."""
+    from .frontends import DEFAULT_SIGNATURE, SavedModelSource
+
+    if not os.path.exists(path):
+        raise TunerInputError(f"model file {path} does not exist")
     if path.endswith(".tflite"):
         from .tflite_graph import load_tflite
 
         return load_tflite(path)
+    if os.path.isdir(path) and not os.path.exists(os.path.join(path, "keras_metadata.pb")):
+        if not os.path.exists(os.path.join(path, "saved_model.pb")):
+            raise TunerInputError(f"model directory {path} is not a SavedModel (no saved_model.pb)")
+        return SavedModelSource(path, signature or DEFAULT_SIGNATURE)
+    if path.endswith(".keras") and _keras_major_version(path) == "3":
+        return _load_keras3(path, allow_unsafe)
     return load_keras_model(path, allow_unsafe=allow_unsafe)
+
+
+def _load_keras3(path: str, allow_unsafe: bool):
+    names = _saved_class_names(path)
+    if not allow_unsafe and names is None:
+        raise TunerInputError(
+            f"model file {path}: its Keras config cannot be read, so it cannot be checked for "
+            "layers that run code stored in the file; pass --allow_unsafe_model if you trust it")
+    if not allow_unsafe and names & set(_CODE_LAYERS):
+        raise TunerInputError(f"model file {path} contains a Lambda layer, which runs code stored in the "
+                              "file; pass --allow_unsafe_model if you trust it")
+    import keras
+
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=not allow_unsafe)
+    except Exception as err:  # noqa: BLE001
+        text = str(err).strip()
+        raise TunerInputError(f"model file {path} could not be loaded as a Keras 3 model: "
+                              f"{text.splitlines()[0] if text else type(err).__name__}") from None

@@ -33,16 +33,20 @@ class PreparedRun:
 
 
 def model_graph(model):
-    """The walked model: a tf_keras model's (`walker.walk`), or a float TFLite model's (its bytes
-    or a `.tflite` path: `tflite_graph.read_graph`)."""
+    """The walked model: a tf_keras model's (`walker.walk`), or, for every other kind
+    (`frontends`: Keras 3, a plain SavedModel, a float `.tflite`), its float TFLite model's
+    (`tflite_graph.read_graph`)."""
+    from .frontends import float_tflite
     from .tflite_graph import TfliteGraph, read_graph
 
     if isinstance(model, (ModelGraph, TfliteGraph)):
         return model
-    if isinstance(model, (bytes, bytearray)) or (
-            isinstance(model, (str, os.PathLike)) and os.fspath(model).endswith(".tflite")):
-        return read_graph(model)
-    return walk(model)
+    if isinstance(model, (str, os.PathLike)):  # a file or directory, as --model names it
+        from .model_io import load_model
+
+        model = load_model(os.fspath(model))
+    tflite = float_tflite(model)
+    return read_graph(tflite) if tflite is not None else walk(model)
 
 
 def edges_of(graph) -> list:

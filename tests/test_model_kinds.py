@@ -1,0 +1,136 @@
+"""Keras 3 models and plain TensorFlow SavedModels on the default backend (issue 12, part): they
+are converted to their float TFLite model and tuned through its graph, with no tf_keras model."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import FAST_PERF
+from tf_tpe_tuner import TunerInputError, tune
+from tf_tpe_tuner._tf import tf
+from tf_tpe_tuner.run_setup import model_graph
+
+ENV = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+CONF = {"evaluation": {"performance": FAST_PERF}}
+
+
+def keras3_functional():
+    """Digits CNN in Keras 3: a SeparableConv2D and a residual Add (layers outside tfmot's reach
+    on the old path), trained for a few epochs."""
+    import keras
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1), name="image")
+    h = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="stem")(inputs)
+    s = keras.layers.SeparableConv2D(16, 3, padding="same", activation="relu", name="sep")(h)
+    h = keras.layers.Add(name="res")([h, s])
+    h = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv")(h)
+    h = keras.layers.Flatten(name="flat")(h)
+    outputs = keras.layers.Dense(10, activation="softmax", name="head")(h)
+    return keras.Model(inputs, outputs, name="k3_cnn")
+
+
+def keras3_sequential():
+    import keras
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(16, 3, activation="relu"),
+                             keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")], name="k3_seq")
+
+
+def keras3_nested():
+    import keras
+    keras.utils.set_random_seed(0)
+    inner_in = keras.Input((8, 8, 16))
+    block = keras.Model(inner_in, keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inner_in),
+                        name="block")
+    inputs = keras.Input((8, 8, 1))
+    h = block(keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inputs))
+    return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(h)),
+                       name="k3_nested")
+
+
+def keras3_subclassed():
+    import keras
+
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__(name="k3_sub")
+            self.conv = keras.layers.Conv2D(16, 3, activation="relu")
+            self.flat = keras.layers.Flatten()
+            self.head = keras.layers.Dense(10, activation="softmax")
+
+        def call(self, x):
+            return self.head(self.flat(self.conv(x)))
+    keras.utils.set_random_seed(0)
+    net = Net()
+    net(np.zeros((1, 8, 8, 1), np.float32))
+    return net
+
+
+def trained(model, digits, epochs=6):
+    (x, y), _ = digits
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
+    return model
+
+
+@pytest.mark.parametrize("build,units", [(keras3_sequential, 3), (keras3_nested, 4), (keras3_subclassed, 3)])
+def test_keras3_models_of_every_shape_are_tuned(build, units, digits, tmp_path):
+    (x, _), (xt, yt) = digits
+    model = trained(build(), digits, epochs=3)
+    assert len(model_graph(model).units) >= units
+    result = tune(model, CONF, x[:64], eval_data=(xt, yt), output_dir=str(tmp_path), report=False)
+    assert result.handed_back is not None and result.trials >= 1
+    assert result.met_criterion
+
+
+@pytest.mark.slow
+def test_a_keras3_file_is_tuned_from_the_command_line(digits, tmp_path):
+    """Saved by Keras 3 (once refused): SeparableConv2D and the residual Add are units now."""
+    (x, _), (xt, yt) = digits
+    model = trained(keras3_functional(), digits)
+    model.save(tmp_path / "k3.keras")
+    np.savez(tmp_path / "calib.npz", x=x[:100])
+    np.savez(tmp_path / "eval.npz", x=xt, y=yt)
+    (tmp_path / "conf.yaml").write_text(yaml.safe_dump(CONF))
+    dry = subprocess.run([sys.executable, "-m", "tf_tpe_tuner", f"--model={tmp_path / 'k3.keras'}", "--dry_run"],
+                         env=ENV, capture_output=True, text=True, timeout=600)
+    assert dry.returncode == 0, dry.stderr
+    assert "depthwise_conv_2d:" in dry.stdout and "add:" in dry.stdout  # the separable conv's halves, the Add
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-m", "tf_tpe_tuner", f"--model={tmp_path / 'k3.keras'}",
+                          f"--conf={tmp_path / 'conf.yaml'}", f"--calib_data={tmp_path / 'calib.npz'}",
+                          f"--eval_data={tmp_path / 'eval.npz'}", f"--output_dir={out}"],
+                         env=ENV, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["met_criterion"] and summary["handed_back"] == "quantized" and summary["speedup"] > 1.0
+    graph = model_graph(model)
+    config = yaml.safe_load((out / "best_config.yaml").read_text())
+    assert sum(graph.mac_shares()[u] for u in config["int8_units"]) >= 0.5
+
+
+def test_a_plain_savedmodel_is_tuned_through_its_signature(cnn, digits, tmp_path):
+    (x, _), (xt, yt) = digits
+
+    class Served(tf.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        @tf.function(input_signature=[tf.TensorSpec((None, 8, 8, 1), tf.float32, name="image")])
+        def serve(self, image):
+            return {"probabilities": self.model(image, training=False)}
+
+    module = Served(cnn)
+    tf.saved_model.save(module, str(tmp_path / "served"), signatures={"predict": module.serve})
+    with pytest.raises(TunerInputError, match="no signature 'serving_default' .*predict"):
+        tune(str(tmp_path / "served"), CONF, x[:64], eval_data=(xt, yt), output_dir=str(tmp_path / "a"))
+    from tf_tpe_tuner.frontends import SavedModelSource
+    result = tune(SavedModelSource(str(tmp_path / "served"), "predict"), CONF, x[:64], eval_data=(xt, yt),
+                  output_dir=str(tmp_path / "b"), report=False)
+    assert result.met_criterion and result.handed_back == "quantized"
+    assert len(result.config) == 6  # conv x3, fc x2, softmax: the graph's units
