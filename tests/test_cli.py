@@ -183,13 +183,11 @@ def build_cases(cnn, cnn_files: Path, root: Path) -> dict:
 
     case("no_quantizable_layer", model_arg=no_quantizable_layer)
 
-    def keras3_model(cwd):
-        import keras as keras3
-        model = keras3.Sequential([keras3.Input((8, 8, 1)), keras3.layers.Flatten(), keras3.layers.Dense(10)])
-        model.save(cwd / "k3.keras")
-        return cwd / "k3.keras"
+    def not_a_flatbuffer(cwd):  # (a Keras 3 file, once refused here, is tuned now: test_model_kinds.py)
+        (cwd / "m.tflite").write_text("not a model")
+        return cwd / "m.tflite"
 
-    case("keras3_model", model_arg=keras3_model)
+    case("not_a_flatbuffer", model_arg=not_a_flatbuffer)
 
     def labels_out_of_range(cwd):
         e = np.load(cnn_files / "eval.npz")
@@ -401,7 +399,7 @@ BAD_INPUT = {
     "zero_max_trials_flag": ["max_trials", "0"],
     "subclassed_model": ["subclassed", "Functional"],
     "no_quantizable_layer": ["nothing to tune"],
-    "keras3_model": ["Keras 3", "tf_keras"],
+    "not_a_flatbuffer": ["m.tflite", "not a TFLite flatbuffer"],
     "eval_labels_mismatch": ["evaluation labels", "10 outputs"],
     "float_labels": ["evaluation data file", "eval.npz", "floats that are not whole numbers", "0..9"],
     "float_labels_column": ["eval.npz", "floats that are not whole numbers", "one-hot or soft labels"],
