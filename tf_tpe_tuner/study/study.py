@@ -237,7 +237,7 @@ class Study:
 
     def _finish(self, trial: int, config: dict[str, str], outcome: TrialOutcome) -> TrialRecord:
         """Record a finished trial: score it, append it to history.jsonl, keep the best."""
-        record = TrialRecord(trial=trial, config=dict(config), seconds=outcome.seconds)
+        record = TrialRecord(trial=trial, config=dict(config), seconds=outcome.seconds, worker=outcome.worker)
         if outcome.ok:
             record.accuracy = outcome.accuracy
             record.latency_ratio = outcome.latency_ratio
