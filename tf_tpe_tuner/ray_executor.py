@@ -90,6 +90,8 @@ class RayExecutor:
         if self._started_ray:
             address = address or os.environ.get("RAY_ADDRESS") or None
             kwargs = {"address": address} if address else {"address": "local", "num_cpus": workers}
+            if address:
+                _check_answers(address)
             try:
                 ray.init(include_dashboard=False, log_to_driver=False,
                          runtime_env={"env_vars": WORKER_ENV}, **kwargs)
@@ -179,6 +181,18 @@ class RayExecutor:
         self._actors, self._idle, self._running = [], [], {}
         if self._started_ray:
             self._ray.shutdown()
+
+
+def _check_answers(address: str) -> None:
+    """Refuse a HOST:PORT where nothing listens now (ray.init would retry it for minutes)."""
+    found = re.fullmatch(r"\[?([^\[\]/]+?)\]?:(\d+)", address.strip())
+    if not found:  # ray://..., auto: Ray's to resolve
+        return
+    try:
+        socket.create_connection((found.group(1), int(found.group(2))), timeout=10).close()
+    except OSError as err:
+        raise TunerInputError(f"cannot join the Ray cluster at {address}: nothing answers there "
+                              f"({err.strerror or type(err).__name__}); is the cluster running?") from None
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
