@@ -42,6 +42,7 @@ class TrialRecord:
     step_seconds: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     error_origin: str | None = None  # "user" (eval_func, latency_func, q_func) or "tool"
+    worker: dict | None = None  # where it ran, on Ray: {"host", "pid", "node"}; None in the tuning process
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

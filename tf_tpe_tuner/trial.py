@@ -46,6 +46,7 @@ class TrialOutcome:
     error: str | None = None
     error_origin: str | None = None  # ORIGIN_USER, ORIGIN_TOOL or ORIGIN_LOST
     traceback: str | None = None  # for the tool's own errors
+    worker: dict | None = None  # where it ran, on Ray: {"host", "pid", "node"}; None in this process
 
 
 @dataclass

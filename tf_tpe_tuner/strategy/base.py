@@ -187,7 +187,8 @@ class TuneStrategy:
         if settings["name"] == "ray":
             from ..ray_executor import RayExecutor
 
-            return RayExecutor(self.prepared.spec, workers=settings["workers"], address=settings["address"])
+            return RayExecutor(self.prepared.spec, workers=settings["workers"], address=settings["address"],
+                               deadline=self.study.deadline())
         from ..executor import LocalExecutor
 
         return LocalExecutor(self.study.runner)

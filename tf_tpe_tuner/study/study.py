@@ -237,7 +237,7 @@ class Study:
 
     def _finish(self, trial: int, config: dict[str, str], outcome: TrialOutcome) -> TrialRecord:
         """Record a finished trial: score it, append it to history.jsonl, keep the best."""
-        record = TrialRecord(trial=trial, config=dict(config), seconds=outcome.seconds)
+        record = TrialRecord(trial=trial, config=dict(config), seconds=outcome.seconds, worker=outcome.worker)
         if outcome.ok:
             record.accuracy = outcome.accuracy
             record.latency_ratio = outcome.latency_ratio
@@ -313,6 +313,11 @@ class Study:
     def _timed_out(self) -> bool:
         timeout = self.stop_rule.timeout
         return bool(timeout) and self.elapsed() >= timeout
+
+    def deadline(self) -> float | None:
+        """When the timeout ends, on `time.monotonic()`'s scale (None: no time limit)."""
+        timeout = self.stop_rule.timeout
+        return self._start + timeout if timeout else None
 
     def why_stop(self, timeout: float | None | str = "rule", trials: int | None = None) -> str:
         rule = self.stop_rule
