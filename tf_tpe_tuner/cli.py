@@ -155,7 +155,8 @@ def _run() -> int:
                   progress=mode)
     out = conf.workspace
     if result.accuracy is None:
-        print(f"every trial failed; see {os.path.join(out, 'history.jsonl')}")
+        print("no trial finished" if not result.trials else
+              f"every trial failed; see {os.path.join(out, 'history.jsonl')}")
         print(f"stopped: {result.stop_reason}")
         return EXIT_NOT_MET
     if result.handed_back == "float":

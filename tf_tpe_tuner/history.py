@@ -41,7 +41,7 @@ class TrialRecord:
     seconds: float = 0.0
     step_seconds: dict[str, float] = field(default_factory=dict)
     error: str | None = None
-    error_origin: str | None = None  # "user" (eval_func, latency_func, q_func) or "tool"
+    error_origin: str | None = None  # "user" (eval_func, latency_func, q_func), "tool", or "lost" (its worker died)
     worker: dict | None = None  # where it ran, on Ray: {"host", "pid", "node"}; None in the tuning process
 
     def to_json(self) -> str:

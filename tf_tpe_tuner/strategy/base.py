@@ -16,6 +16,7 @@ from ..history import JsonlHistory, TrialRecord
 from ..run_setup import edges_of, prepare, sensitivity_measure
 from ..samplers import SAMPLERS
 from ..study import Baseline, Criterion, StopRule, Study, TuningResult
+from ..study import study as study_clock
 from ..study.loss import calculate_loss, loss_config
 from ..trial import FP32, INT8
 from ..walker import ModelGraph
@@ -43,6 +44,7 @@ class TuneStrategy:
                  eval_dataloader=None, eval_func: Callable | None = None,
                  dicts: Mapping | None = None, q_hooks: Mapping[str, Callable] | None = None,
                  latency_func: Callable[[bytes], float] | None = None):
+        started = study_clock.monotonic()  # the timeout counts the preparation (calibration) too
         self.conf = conf if isinstance(conf, Conf) else Conf(conf)
         self.prepared = prepare(model, self.conf, q_dataloader, eval_dataloader, eval_func, q_func, latency_func)
         self.graph: ModelGraph = self.prepared.graph
@@ -68,7 +70,7 @@ class TuneStrategy:
             seed=self.conf.seed, history=self.history_store, resumed=resumed, hooks=q_hooks,
             make_executor=self._make_executor,
             measure_sensitivity=sensitivity_measure(self.prepared, self.conf, latency_func),
-            edges=edges_of(self.graph))
+            edges=edges_of(self.graph), started=started)
 
     # -- what the loop holds, read through the strategy ----------------------------------------
     @property
