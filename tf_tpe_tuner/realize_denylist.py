@@ -316,7 +316,29 @@ def _fold_requantize_chains(model, sub, code_of) -> None:
                 break
 
 
-class DenylistRealizer:
+class Requantizing:
+    """What both denylist realizers share: calibrated once (the time charged to the first
+    realization's `calibrate` step), then per configuration `quantize()` and `_read_back()`."""
+
+    def realize(self, int8_units: Iterable[str]) -> Realization:
+        int8_units = frozenset(int8_units)
+        if not int8_units:
+            return self.realize_float()
+        seconds: dict[str, float] = {}
+        self.calibrate()
+        if self._unpaid_setup:
+            seconds["calibrate"] = sum(self.setup_seconds.values())
+            self._unpaid_setup = False
+        start = time.perf_counter()
+        tflite = self.quantize(int8_units)
+        mid = time.perf_counter()
+        seconds["quantize"] = mid - start
+        units, display = self._read_back(tflite)
+        seconds["inspect"] = time.perf_counter() - mid
+        return Realization(tflite, units, display, seconds)
+
+
+class DenylistRealizer(Requantizing):
     """Realizes configurations of one model by re-quantizing a calibrated TFLite model.
 
     Same interface as `AnnotationRealizer`. Calibration happens on first use (`calibrate()`), its
@@ -410,19 +432,7 @@ class DenylistRealizer:
         stubborn = _int8_denylisted(tflite, set(denylist))
         return force_float(tflite, stubborn) if stubborn else tflite
 
-    def realize(self, int8_units: Iterable[str]) -> Realization:
-        int8_units = frozenset(int8_units)
-        if not int8_units:
-            return self.realize_float()
-        seconds: dict[str, float] = {}
-        self.calibrate()
-        if self._unpaid_setup:  # the one-off calibration is charged to the first trial
-            seconds["calibrate"] = sum(self.setup_seconds.values())
-            self._unpaid_setup = False
-        start = time.perf_counter()
-        tflite = self.quantize(int8_units)
-        mid = time.perf_counter()
-        seconds["quantize"] = mid - start
+    def _read_back(self, tflite: bytes) -> tuple[frozenset[str], tuple[str, ...]]:
         layers = int8_flat_layers(tflite, self._unit_layers)
         unit_layers = set(self._unit_layers)
         nameless = [node for node in _int8_nodes(tflite) if not _op_layers(node, unit_layers)]
@@ -432,5 +442,4 @@ class DenylistRealizer:
                 layers |= found.get(node, set()) & unit_layers
         units = frozenset(self._unit_of_layer[layer] for layer in layers)
         display = tuple(self._display[layer] for layer in self._unit_layers if layer in layers)
-        seconds["inspect"] = time.perf_counter() - mid
-        return Realization(tflite, units, display, seconds)
+        return units, display

@@ -16,11 +16,11 @@ from typing import Callable, Iterable
 from .data import ArrayData
 from .errors import TunerInputError
 from .realize import Realization
-from .realize_denylist import _int8_denylisted, force_float
+from .realize_denylist import Requantizing, _int8_denylisted, force_float
 from .tflite_graph import TfliteGraph, calibrate, int8_nodes, quantize
 
 
-class TfliteRealizer:
+class TfliteRealizer(Requantizing):
     """Realizes configurations of a `TfliteGraph`; the `DenylistRealizer` interface."""
 
     name = "denylist"
@@ -71,21 +71,7 @@ class TfliteRealizer:
         stubborn = _int8_denylisted(tflite, set(denylist))
         return force_float(tflite, stubborn) if stubborn else tflite
 
-    def realize(self, int8_units: Iterable[str]) -> Realization:
-        int8_units = frozenset(int8_units)
-        if not int8_units:
-            return self.realize_float()
-        seconds: dict[str, float] = {}
-        self.calibrate()
-        if self._unpaid_setup:  # the one-off calibration is charged to the first trial
-            seconds["calibrate"] = sum(self.setup_seconds.values())
-            self._unpaid_setup = False
-        start = time.perf_counter()
-        tflite = self.quantize(int8_units)
-        mid = time.perf_counter()
-        seconds["quantize"] = mid - start
+    def _read_back(self, tflite: bytes) -> tuple[frozenset[str], tuple[str, ...]]:
         nodes = int8_nodes(tflite, self._known)
         units = frozenset(self.graph.unit_of_layer[n] for n in nodes if n in self.graph.unit_of_layer)
-        display = tuple(u for u in self.graph.unit_names if u in units)
-        seconds["inspect"] = time.perf_counter() - mid
-        return Realization(tflite, units, display, seconds)
+        return units, tuple(u for u in self.graph.unit_names if u in units)
