@@ -134,3 +134,18 @@ def test_a_plain_savedmodel_is_tuned_through_its_signature(cnn, digits, tmp_path
                   output_dir=str(tmp_path / "b"), report=False)
     assert result.met_criterion and result.handed_back == "quantized"
     assert len(result.config) == 6  # conv x3, fc x2, softmax: the graph's units
+
+
+def test_the_keras_callback_tunes_in_keras3_training(digits, tmp_path):
+    from tf_tpe_tuner.callback import TpeTuningCallback
+    (x, y), (xt, yt) = digits
+    model = keras3_sequential()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    tuning = TpeTuningCallback({**CONF, "tuning": {"exit_policy": {"max_trials": 2}}}, x[:64], (xt, yt),
+                               str(tmp_path / "out"))
+    model.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[tuning])
+    assert tuning.result is not None and not tuning.errors and tuning.result.met_criterion
+    assert (tmp_path / "out" / "final" / "best_model.tflite").exists()
+    weights = [w.copy() for w in model.get_weights()]
+    tuning.tune_now("again")
+    assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights()))  # the model stays yours
