@@ -11,7 +11,6 @@ The last three are then known by their TFLite graph alone (`tflite_graph.read_gr
 """
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass
 
@@ -89,13 +88,10 @@ def saved_model_to_tflite(source: SavedModelSource) -> bytes:
 
 def float_tflite(model) -> bytes | None:
     """The float TFLite model of a model the walker does not read (see the module docstring),
-    or None for a tf_keras model."""
+    or None for a tf_keras model. Paths are loaded first (`model_io.load_model`: a `.tflite`
+    file comes back as its bytes)."""
     if isinstance(model, (bytes, bytearray)):
         return bytes(model)
-    if isinstance(model, (str, os.PathLike)) and os.fspath(model).endswith(".tflite"):
-        from .tflite_graph import load_tflite
-
-        return load_tflite(model)
     if isinstance(model, SavedModelSource):
         return saved_model_to_tflite(model)
     if is_keras3(model):

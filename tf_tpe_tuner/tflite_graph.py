@@ -154,6 +154,12 @@ def _unique_names(model) -> list[str]:
     return out
 
 
+def _signature_shape(tensor) -> tuple:
+    """A tensor's shape with its dynamic dimensions (-1 in the shape signature) as None."""
+    dims = tensor.shapeSignature if tensor.shapeSignature is not None else tensor.shape
+    return tuple(None if d < 0 else int(d) for d in np.asarray(dims).tolist())
+
+
 def _op_macs(model, op, kind: str) -> int:
     sg = model.subgraphs[0]
 
@@ -187,12 +193,8 @@ def read_graph(source: "bytes | str | os.PathLike", calib=None, batch_size: int 
     sg = model.subgraphs[0]
     kinds = [fu.opcode_to_name(model, op.opcodeIndex) for op in sg.operators]
     input_names = [_text(sg.tensors[t].name).split(":")[0] for t in sg.inputs]
-    input_shapes = [tuple(None if d < 0 else int(d) for d in
-                          np.asarray(sg.tensors[t].shapeSignature if sg.tensors[t].shapeSignature is not None
-                                     else sg.tensors[t].shape).tolist()) for t in sg.inputs]
-    output_shapes = [tuple(None if d < 0 else int(d) for d in
-                           np.asarray(sg.tensors[t].shapeSignature if sg.tensors[t].shapeSignature is not None
-                                      else sg.tensors[t].shape).tolist()) for t in sg.outputs]
+    input_shapes = [_signature_shape(sg.tensors[t]) for t in sg.inputs]
+    output_shapes = [_signature_shape(sg.tensors[t]) for t in sg.outputs]
     quantizable = quantizable_nodes(float_model, calib, input_shapes, batch_size)
     producer = {int(op.outputs[j]): i for i, op in enumerate(sg.operators) for j in range(len(op.outputs))}
     units, float_layers, display = [], [], {}
