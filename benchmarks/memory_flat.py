@@ -13,7 +13,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 
 import tf_tpe_tuner
 from tf_tpe_tuner._tf import keras

@@ -7,7 +7,6 @@ digits upsampled to 32x32, realized through tfmot annotations, where a trial tak
 trial count, one after the other in this process; the ratio is printed side by side.
 """
 import argparse
-import os
 import sys
 import tempfile
 import time

@@ -49,14 +49,12 @@ import sys
 import time
 import traceback
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 _T0 = time.perf_counter()
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ROOT = os.path.dirname(_HERE)
 
-import tf_tpe_tuner  # noqa: E402,F401  (selects tf_keras before TensorFlow is imported)
 from tf_tpe_tuner._tf import keras, tf  # noqa: E402
 from tf_tpe_tuner import realize as R  # noqa: E402
 from tf_tpe_tuner.data import ArrayData  # noqa: E402

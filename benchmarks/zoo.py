@@ -15,11 +15,9 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import numpy as np  # noqa: E402
 
-import tf_tpe_tuner  # noqa: E402,F401  (selects tf_keras first)
 from tf_tpe_tuner._tf import keras, tf  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 from sklearn.datasets import load_digits
 
-# tf_keras, through the package: it selects Keras 2 first and keeps TensorFlow's native
+# tf_keras, through the package: it keeps TensorFlow's native
 # start-up lines (oneDNN, CUDA) off the terminal (`import tf_keras` alone would print them)
 from tf_tpe_tuner._tf import keras
 

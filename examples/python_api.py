@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-import tf_tpe_tuner  # selects tf_keras before TensorFlow loads
+import tf_tpe_tuner
 
 from demo import build_cnn, digits, keras  # the demo's CNN, data and tf_keras, beside this file
 

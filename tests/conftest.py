@@ -1,14 +1,12 @@
 """Shared fixtures: small real models trained on scikit-learn data, once per test session."""
 import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import sys
 
 import numpy as np
 import pytest
 
-import tf_tpe_tuner  # noqa: F401  (selects tf_keras before TensorFlow loads)
 from tf_tpe_tuner._tf import keras
 
 # The bundled demo's CNN and data split are the tests' main subjects too.

@@ -52,11 +52,9 @@ and conv3, and its mixes that meet 1 % are subsets of {conv1, fc1, logits}, at b
 import os
 import sys
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import numpy as np  # noqa: E402
 
-import tf_tpe_tuner  # noqa: E402,F401  (selects tf_keras before TensorFlow loads)
 from tf_tpe_tuner._tf import keras  # noqa: E402
 
 _EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "examples")

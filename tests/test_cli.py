@@ -256,7 +256,7 @@ def build_cases(cnn, cnn_files: Path, root: Path) -> dict:
 
 def run_cli(cwd: Path, args: list) -> Run:
     before = snapshot(cwd)
-    env = {**CLEAN_ENV, "TF_USE_LEGACY_KERAS": "1"}
+    env = dict(CLEAN_ENV)
     full = [sys.executable, "-m", "tf_tpe_tuner", *map(str, args)]
     proc = subprocess.run(full, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     return Run(full, cwd, proc.returncode, proc.stdout, proc.stderr, before)

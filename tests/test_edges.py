@@ -9,11 +9,10 @@ import sys
 import time
 
 import h5py
-import numpy as np
 import pytest
 import yaml
 
-from conftest import fast_conf, trial_lines
+from conftest import fast_conf
 from tf_tpe_tuner import Conf, TunerInputError, tune, walk
 from tf_tpe_tuner._tf import keras
 from tf_tpe_tuner.errors import ModelNotSupportedError
@@ -21,7 +20,7 @@ from tf_tpe_tuner.history import JsonlHistory
 from tf_tpe_tuner.model_io import load_keras_model
 from tf_tpe_tuner.rebuild import rebuild
 
-ENV = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def test_the_timeout_bounds_the_sensitivity_measurement_too(cnn, digits, tmp_path, monkeypatch):

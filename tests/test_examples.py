@@ -1,5 +1,4 @@
 """Every example script runs as written (in a fresh working directory) and exits 0."""
-import os
 import subprocess
 import sys
 from pathlib import Path

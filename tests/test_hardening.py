@@ -12,11 +12,11 @@ import pytest
 import yaml
 
 from conftest import FAST_PERF, fast_conf, trial_lines
-from tf_tpe_tuner import Conf, tune
+from tf_tpe_tuner import tune
 from tf_tpe_tuner._tf import keras
 from tf_tpe_tuner.export import write_atomic
 
-ENV = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def cli_args(files, out, conf_path, *extra):

@@ -16,7 +16,7 @@ from tf_tpe_tuner.history import LATENCY_SIDE_BY_SIDE
 from tf_tpe_tuner.study import Criterion
 from tf_tpe_tuner.study.loss import calculate_loss, loss_config
 
-ENV_KEYS = {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+ENV_KEYS = {"TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def cli(files, out, conf_path, *extra):

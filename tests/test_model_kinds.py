@@ -14,7 +14,7 @@ from tf_tpe_tuner import TunerInputError, tune
 from tf_tpe_tuner._tf import tf
 from tf_tpe_tuner.run_setup import model_graph
 
-ENV = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 CONF = {"evaluation": {"performance": FAST_PERF}}
 
 

@@ -18,7 +18,7 @@ from promise_models import build_int8_slower_model, build_mix_wins_model
 
 pytestmark = pytest.mark.slow  # a TensorFlow import per command line run
 
-ENV = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def saved(build, root):

@@ -321,7 +321,7 @@ class RayCluster:
         token.write_text(secrets.token_hex(32))
         self.env = {**os.environ,
                     "PYTHONPATH": os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
-                    "TF_USE_LEGACY_KERAS": "1", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
+                    "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
                     "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0", "RAY_USAGE_STATS_ENABLED": "0"}
         self.env.pop("RAY_ADDRESS", None)
         self.address = f"127.0.0.1:{free_port()}"
@@ -405,7 +405,7 @@ def run_cli(files: Path, out: Path, *flags, env=None) -> subprocess.CompletedPro
     args = [sys.executable, "-m", "tf_tpe_tuner", f"--model={files / 'model.keras'}",
             f"--calib_data={files / 'calib.npz'}", f"--eval_data={files / 'eval.npz'}",
             f"--output_dir={out}", "--progress=log", *flags]
-    env = env or {**os.environ, "TF_USE_LEGACY_KERAS": "1"}
+    env = env or dict(os.environ)
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
 
 

@@ -1,6 +1,5 @@
 """The strategy's methods and their meanings, on a real CNN with real trials."""
 import json
-import math
 
 import numpy as np
 import pytest

@@ -18,7 +18,7 @@ from tf_tpe_tuner.data import ArrayData
 from tf_tpe_tuner.realize_tflite import TfliteRealizer
 from tf_tpe_tuner.tflite_graph import read_graph
 
-ENV = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def converted(model) -> bytes:

@@ -1,16 +1,13 @@
-"""tf_tpe_tuner: per-layer int8/float search for tf_keras models, exported as TFLite.
+"""tf_tpe_tuner: per-op int8/float search for Keras, SavedModel and TFLite models, exported as TFLite.
 
     import tf_tpe_tuner
     result = tf_tpe_tuner.tune(model, "conf.yaml", calib_x, eval_data=(x, y), output_dir="out")
 
-Importing the package selects Keras 2 for TensorFlow (TF_USE_LEGACY_KERAS=1) but does not
-import TensorFlow itself: the names below load on first use, so the command line can refuse a
-bad flag before paying for TensorFlow.
+Importing the package changes nothing about which Keras your program gets (it sets no
+TF_USE_LEGACY_KERAS) and does not import TensorFlow itself: the names below load on first use,
+so the command line can refuse a bad flag before paying for TensorFlow.
 """
 import importlib
-import os
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 __version__ = "0.1.0"
 

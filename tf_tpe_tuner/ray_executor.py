@@ -31,7 +31,6 @@ from .trial import ORIGIN_LOST, TrialOutcome
 log = logging.getLogger("tf_tpe_tuner")
 
 WORKER_ENV = {
-    "TF_USE_LEGACY_KERAS": "1",  # tfmot needs Keras 2 in the workers too
     "TF_NUM_INTRAOP_THREADS": "1",  # one core per worker
     "TF_NUM_INTEROP_THREADS": "1",
     "OMP_NUM_THREADS": "1",

@@ -37,18 +37,18 @@ from __future__ import annotations
 
 import contextlib
 import time
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import numpy as np
 
-from ._tf import keras, tf, tfmot
+from ._tf import keras, tf
+from ._tfmot import tfmot
 from .data import ArrayData
 from .errors import UserCodeError
-from .walker import _REGISTRY, FLAT_MODEL_NAME, ModelGraph, SharedTensor, producers
+from .realization import Realization, convert, int8_flat_layers
+from .walker import FLAT_MODEL_NAME, ModelGraph, SharedTensor, producers, tfmot_registry
 
-from tensorflow.python.eager import context as _eager_context
 from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
 from tensorflow_model_optimization.python.core.quantization.keras import quantizers as tfmot_quantizers
 from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import default_8bit_quantize_registry
@@ -134,16 +134,6 @@ CUSTOM_OBJECTS = {"OutputRangeConfig": OutputRangeConfig, "PrecisionBarrier": Pr
 
 
 @dataclass
-class Realization:
-    """A converted model and what really ended up int8 in it."""
-
-    tflite_model: bytes
-    int8_units: frozenset[str]
-    int8_layers: tuple[str, ...]
-    seconds: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
 class AnnotationPlan:
     """How one configuration is annotated, by flat-graph layer name."""
 
@@ -204,7 +194,7 @@ def plan_annotations(graph: ModelGraph, int8_units: Iterable[str]) -> Annotation
         unit_name = graph.unit_of_layer.get(name)
         if unit_name and graph.unit(unit_name).tail == name and graph.unit(unit_name).head != name:
             inner = producers(model.get_layer(name))
-            if any(_REGISTRY.supports(p) for p in inner):
+            if any(tfmot_registry().supports(p) for p in inner):
                 guarded.setdefault(name, set()).update(p.name for p in inner)
     return AnnotationPlan(full, output_only, guarded)
 
@@ -393,64 +383,6 @@ def calibrate(qmodel: "keras.Model", calib: ArrayData, batch_size: int,
         [(var, np.broadcast_to(value, var.shape).astype(np.float32))
          for low_var, high_var, low, high in ranges for var, value in ((low_var, low), (high_var, high))])
     return len(ranges)
-
-
-def convert(model: "keras.Model", input_shapes: list[tuple], input_names: list[str],
-            quantized: bool) -> bytes:
-    """Keras model -> TFLite bytes through a concrete function (float I/O, dynamic batch)."""
-    specs = [tf.TensorSpec((None,) + tuple(shape[1:]), tf.float32, name=name)
-             for shape, name in zip(input_shapes, input_names)]
-
-    def serve(*inputs):
-        return model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
-
-    concrete = tf.function(serve, input_signature=specs).get_concrete_function()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
-    converter.experimental_lower_to_saved_model = False
-    if quantized:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        tflite = converter.convert()
-    # The eager context caches the kernels of every function it ran, and each trial traces
-    # new ones: without this a long run grows by ~1.7 MiB a trial. The cache refills on demand.
-    _eager_context.context().clear_kernel_cache()
-    return tflite
-
-
-_NOT_COMPUTE = {"QUANTIZE", "DEQUANTIZE", "CAST", "DELEGATE"}
-_INT_TYPES = (np.int8, np.uint8, np.int16)
-
-
-def int8_flat_layers(tflite_model: bytes, layer_names: Iterable[str]) -> set[str]:
-    """The flat-graph layers whose ops run in an integer type in this TFLite model.
-
-    TFLite names an op's output tensor after the TF ops fused into it, `;`-joined, each
-    `<model>/<layer or quant_layer>/<op>`.
-    """
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    known = set(layer_names)
-    interpreter = Interpreter(
-        model_content=tflite_model,
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    found: set[str] = set()
-    for op in interpreter._get_ops_details():
-        if op["op_name"] in _NOT_COMPUTE or not len(op["outputs"]):
-            continue
-        out = interpreter._get_tensor_details(op["outputs"][0], 0)
-        if out["dtype"] not in _INT_TYPES:
-            continue
-        for part in out["name"].split(";"):
-            pieces = part.split("/")
-            if len(pieces) < 3 or pieces[0] != FLAT_MODEL_NAME or "Quantize" in part or "FakeQuant" in part:
-                continue  # a range tensor of the layer's quantizer, not one of its ops
-            layer = pieces[1]
-            if layer.startswith("quant_") and layer[len("quant_"):] in known:
-                layer = layer[len("quant_"):]
-            if layer in known:
-                found.add(layer)
-    return found
 
 
 class AnnotationRealizer:

@@ -40,7 +40,7 @@ from ._native import native_stderr_silenced
 from ._tf import tf
 from .data import ArrayData
 from .errors import TunerInputError
-from .realize import Realization, convert, int8_flat_layers
+from .realization import Realization, convert, int8_flat_layers
 from .walker import FLAT_MODEL_NAME, ModelGraph
 
 REALIZATION_NAME = "denylist"

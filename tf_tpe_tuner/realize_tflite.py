@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 
 from .data import ArrayData
 from .errors import TunerInputError
-from .realize import Realization
+from .realization import Realization
 from .realize_denylist import Requantizing, _int8_denylisted, force_float
 from .tflite_graph import TfliteGraph, calibrate, int8_nodes, quantize
 

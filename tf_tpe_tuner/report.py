@@ -175,7 +175,7 @@ def _test_accuracy(result, graph, calib, test_data, conf=None) -> dict:
     """The best and the float model's accuracy on held-apart test data."""
     from .conf import Conf
     from .evaluate import make_metric
-    from .realize import convert
+    from .realization import convert
 
     conf = conf if conf is not None else Conf(None)
     data = load_test_data(test_data, graph)

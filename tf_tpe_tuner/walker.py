@@ -19,14 +19,9 @@ from dataclasses import dataclass, field
 from ._tf import keras, tf
 from .errors import ModelNotSupportedError, TunerInputError
 
-from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
-    default_8bit_quantize_registry as _registry_mod,
-)
-
 NEST_SEP = "__"  # separator inside the flat graph; users see "/"
 FLAT_MODEL_NAME = "tpe_flat"
 
-_REGISTRY = _registry_mod.Default8BitQuantizeRegistry()
 _FUSABLE_HEADS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
 _RELU_HEADS = _FUSABLE_HEADS + (keras.layers.Add,)
 
@@ -272,8 +267,24 @@ def producers(layer) -> list:
     return list(tf.nest.flatten(node.inbound_layers))
 
 
+def tfmot_registry():
+    """tfmot's default 8-bit registry: which layers the annotation backend can quantize.
+    Loaded on first use (`_tfmot`): a run on the default backend never imports tfmot."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        from ._tfmot import tfmot  # noqa: F401  (imported with the user's Keras left alone)
+        from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+            default_8bit_quantize_registry)
+
+        _REGISTRY = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
+    return _REGISTRY
+
+
+_REGISTRY = None
+
+
 def _has_quantizers(layer) -> bool:
-    config = _REGISTRY.get_quantize_config(layer)
+    config = tfmot_registry().get_quantize_config(layer)
     return bool(config.get_weights_and_quantizers(layer)
                 or config.get_activations_and_quantizers(layer)
                 or config.get_output_quantizers(layer))
@@ -311,7 +322,7 @@ def walk(model) -> ModelGraph:
         if isinstance(layer, keras.layers.InputLayer) or layer.name in taken:
             continue
         kind = type(layer).__name__
-        if _REGISTRY.supports(layer) and _has_quantizers(layer):
+        if tfmot_registry().supports(layer) and _has_quantizers(layer):
             group = [layer]
             if isinstance(layer, _FUSABLE_HEADS):
                 bn = single_next(layer, keras.layers.BatchNormalization)
@@ -324,7 +335,7 @@ def walk(model) -> ModelGraph:
             taken.update(g.name for g in group)
             units.append(Unit(display[layer.name], tuple(g.name for g in group),
                               tuple(type(g).__name__ for g in group)))
-        elif _REGISTRY.supports(layer):
+        elif tfmot_registry().supports(layer):
             float_layers.append(FloatLayer(display[layer.name], layer.name, kind,
                                            "no quantizer of its own: runs in its input's precision",
                                            passthrough=True))
