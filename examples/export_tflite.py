@@ -23,7 +23,7 @@ CONF = """\
 quantization:
   calibration: {sampling_size: 200}
   op_wise:                      # int8 at both ends: int8 input and output become possible
-    'conv1|logits': {activation: {dtype: [int8]}}
+    'conv1|logits|logits:softmax': {activation: {dtype: [int8]}}
 tuning:
   accuracy_criterion: {relative: 0.01}
   exit_policy: {max_trials: 4, timeout: 300}

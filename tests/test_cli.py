@@ -25,7 +25,7 @@ from tf_tpe_tuner._tf import keras
 
 pytestmark = pytest.mark.slow
 
-UNITS = ["conv1", "conv2", "conv3", "fc1", "logits"]
+UNITS = ["conv1", "conv2", "conv3", "fc1", "logits", "logits:softmax"]  # the softmax: an op of its own
 RESULT_FILES = ["best_model.tflite", "best_config.yaml", "summary.json", "history.jsonl"]
 HISTORY_KEYS = {"trial", "config", "accuracy", "latency_ms", "loss", "status", "seconds", "int8_units"}
 SUMMARY_KEYS = {"fp32_accuracy", "fp32_latency_ms", "best_accuracy", "best_latency_ms", "met_criterion",
@@ -178,8 +178,8 @@ def build_cases(cnn, cnn_files: Path, root: Path) -> dict:
 
     def no_quantizable_layer(cwd):
         inputs = keras.Input((8, 8, 1))
-        keras.Model(inputs, keras.layers.LayerNormalization()(inputs)).save(cwd / "ln.keras")
-        return cwd / "ln.keras"
+        keras.Model(inputs, keras.layers.Flatten()(inputs)).save(cwd / "flat.keras")  # one RESHAPE op
+        return cwd / "flat.keras"
 
     case("no_quantizable_layer", model_arg=no_quantizable_layer)
 
@@ -373,8 +373,8 @@ def test_dry_run_lists_units_and_float_layers(runs):
     assert units == UNITS, run
     floats = {line.split()[0]: line for line in lines[split + 1:]}
     assert set(floats) == {"pool", "flatten"}, run
-    assert re.match(r"^\s*pool\s+MaxPooling2D\s+\S.*", floats["pool"]), run   # with a reason
-    assert re.match(r"^\s*flatten\s+Flatten\s+\S.*", floats["flatten"]), run
+    assert re.match(r"^\s*pool\s+MAX_POOL_2D\s+.*%\s+\S.*", floats["pool"]), run   # the TFLite op, a reason
+    assert re.match(r"^\s*flatten\s+RESHAPE\s+.*%\s+\S.*", floats["flatten"]), run
     assert snapshot(run.cwd) == run.before  # wrote nothing (no out/, no tpe_workspace/)
 
 

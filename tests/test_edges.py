@@ -26,12 +26,12 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 def test_the_timeout_bounds_the_sensitivity_measurement_too(cnn, digits, tmp_path, monkeypatch):
     """The clock passes the timeout while the per-unit sensitivity is measured: it stops there,
     no trial starts, and the report shows what was measured instead of measuring it again."""
-    from tf_tpe_tuner.realize_denylist import DenylistRealizer
+    from tf_tpe_tuner.realize_tflite import TfliteRealizer
     from tf_tpe_tuner.study import study
 
     jump = {"s": 0.0}
     monkeypatch.setattr(study, "monotonic", lambda: time.monotonic() + jump["s"])
-    quantize = DenylistRealizer.quantize
+    quantize = TfliteRealizer.quantize
     calls = []
 
     def counting(self, units):
@@ -39,7 +39,7 @@ def test_the_timeout_bounds_the_sensitivity_measurement_too(cnn, digits, tmp_pat
         if len(calls) == 2:  # the second unit's model: time runs out
             jump["s"] = 3600.0
         return quantize(self, units)
-    monkeypatch.setattr(DenylistRealizer, "quantize", counting)
+    monkeypatch.setattr(TfliteRealizer, "quantize", counting)
     (x, _), (xt, yt) = digits
     result = tune(cnn, fast_conf(exit_policy={"timeout": 60}), x[:64], eval_data=(xt, yt),
                   output_dir=str(tmp_path))

@@ -139,7 +139,7 @@ def test_the_tools_own_failure_on_every_trial_is_a_bug_exit_3(cnn_files, tmp_pat
     conf = write_conf(tmp_path, max_trials=6)
     inject = ("import sys, tf_tpe_tuner.realize_denylist as d\n"
               "def broken(self, units): raise RuntimeError('converter exploded')\n"
-              "d.DenylistRealizer.realize = broken\n"
+              "d.Requantizing.realize = broken\n"
               "from tf_tpe_tuner.cli import run\n"
               "sys.argv = sys.argv[1:]\n"
               "run()\n")

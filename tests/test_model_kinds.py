@@ -99,7 +99,9 @@ def test_a_keras3_file_is_tuned_from_the_command_line(digits, tmp_path):
     dry = subprocess.run([sys.executable, "-m", "tf_tpe_tuner", f"--model={tmp_path / 'k3.keras'}", "--dry_run"],
                          env=ENV, capture_output=True, text=True, timeout=600)
     assert dry.returncode == 0, dry.stderr
-    assert "depthwise_conv_2d:" in dry.stdout and "add:" in dry.stdout  # the separable conv's halves, the Add
+    shown = [line.split()[0] for line in dry.stdout.splitlines() if line.startswith("  ")]
+    # units named after the Keras layers: the separable conv's two halves, the Add, the softmax
+    assert {"stem", "sep", "sep:conv_2d", "res", "conv", "head", "head:softmax"} <= set(shown), dry.stdout
     out = tmp_path / "out"
     run = subprocess.run([sys.executable, "-m", "tf_tpe_tuner", f"--model={tmp_path / 'k3.keras'}",
                           f"--conf={tmp_path / 'conf.yaml'}", f"--calib_data={tmp_path / 'calib.npz'}",

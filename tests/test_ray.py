@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
 RAY2 = {"name": "ray", "workers": 2}
-SMALL_SPACE = {"quantization": {"op_wise": {"conv[123]": {"activation": {"dtype": ["fp32"]}}}}}  # fc1, logits
+SMALL_SPACE = {"quantization": {"op_wise": {"conv[123]|logits:softmax": {"activation": {"dtype": ["fp32"]}}}}}  # fc1, logits
 
 
 # -- processes ----------------------------------------------------------------------------------

@@ -106,7 +106,7 @@ def test_options_that_cannot_apply_are_refused(tuned, saved_model, digits):
     config["units"] = {**config["units"], "conv1": "fp32"}
     with pytest.raises(TunerInputError, match="input_type int8: model input 'image' is read by a float op"):
         rebuild(saved_model, config, x[:100], input_type="int8")
-    config["units"] = {**config["units"], "conv1": "int8", "logits": "fp32"}
+    config["units"] = {**config["units"], "conv1": "int8", "logits": "fp32", "logits:softmax": "fp32"}
     with pytest.raises(TunerInputError, match="output_type int8"):
         rebuild(saved_model, config, x[:100], output_type="int8")
     with pytest.raises(TunerInputError, match="batch must be 1 or dynamic"):

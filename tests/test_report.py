@@ -13,8 +13,7 @@ from tf_tpe_tuner.data import ArrayData
 from tf_tpe_tuner.evaluate import TFLiteModel
 from tf_tpe_tuner.history import TrialRecord
 from tf_tpe_tuner.progress import ProgressHooks, attach, resolve_mode
-from tf_tpe_tuner.realize import AnnotationRealizer
-from tf_tpe_tuner.realize_denylist import DenylistRealizer
+from tf_tpe_tuner.realize_tflite import TfliteRealizer
 from tf_tpe_tuner.report import pareto_figure, pareto_front, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -84,7 +83,7 @@ def test_test_data_numbers_are_the_models_on_that_data(report, run, digits):
     _, (xt, yt) = digits
     test = report["test"]
     assert test["samples"] == len(xt) - 400
-    float_model = AnnotationRealizer(strategy.graph, strategy.realizer.calib).realize_float().tflite_model
+    float_model = strategy.graph.float_model  # the converter's float model of the tf_keras model
     for tflite, key in ((float_model, "fp32_accuracy"), (result.tflite_model, "best_accuracy")):
         pred = TFLiteModel(tflite).predict(ArrayData([xt[400:]]), 256)
         assert test[key] == pytest.approx(float(np.mean(pred.argmax(1) == yt[400:])))
@@ -96,7 +95,7 @@ def test_sensitivity_is_the_output_error_of_the_single_unit_model(run, report):
     strategy, result, _, _ = run
     graph, calib = strategy.graph, strategy.realizer.calib
     assert result.sensitivity is not None and result.sensitivity.complete
-    realizer = DenylistRealizer(graph, calib)
+    realizer = TfliteRealizer(graph, calib)
     ref = TFLiteModel(realizer.realize_float().tflite_model)(calib.x[0]).astype(np.float64)
     for unit in graph.unit_names:
         q = TFLiteModel(realizer.realize([unit]).tflite_model)(calib.x[0]).astype(np.float64)
@@ -194,7 +193,7 @@ def test_log_mode_one_line_per_trial(run):
     assert len(hooks.lines) == result.trials
     for record, line in zip(result.history, hooks.lines):
         n_int8 = sum(1 for d in record.config.values() if d == "int8")
-        assert line.startswith(f"trial {record.trial}  int8 {n_int8}/5  acc {record.accuracy:.4f}  "
+        assert line.startswith(f"trial {record.trial}  int8 {n_int8}/{len(record.config)}  acc {record.accuracy:.4f}  "
                                f"lat {record.latency_ms:.4f} ms  loss {record.loss:.2f}  "), line
         assert f" | {record.trial}/4 trials " in line and "/1:00:00 | chosen: trial " in line, line
     # the accuracy shown last is the chosen (best) trial's, and says so

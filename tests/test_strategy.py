@@ -119,7 +119,7 @@ def test_stops_at_first_hit_with_timeout_zero(cnn, digits, tmp_path):
 
 
 def test_cached_proposals_do_not_count_and_space_end_stops(cnn, digits, tmp_path):
-    conf = {"quantization": {"op_wise": {"conv[123]|fc1": {"activation": {"dtype": ["fp32"]}}}}}
+    conf = {"quantization": {"op_wise": {"conv[123]|fc1|logits:softmax": {"activation": {"dtype": ["fp32"]}}}}}
     (x, _), (xt, yt) = digits
     c = fast_conf(exit_policy={"max_trials": 10, "timeout": 3600}, workspace={"path": str(tmp_path)})
     c.update(conf)

@@ -146,7 +146,9 @@ def _run() -> int:
 
     model = load_model(FLAGS.model, allow_unsafe=FLAGS.allow_unsafe_model, signature=FLAGS.signature)
     if FLAGS.dry_run:
-        print(model_graph(model).describe())
+        from .realizers import resolve_backend
+
+        print(model_graph(model, resolve_backend(conf.get("quantization.backend"), None)).describe())
         return EXIT_MET
     mode = progress.resolve_mode(FLAGS.progress, FLAGS.quiet)
     progress.setup_logging(mode)

@@ -98,7 +98,7 @@ def _run() -> int:
     config = load_best_config(FLAGS.config)
     conf = Conf(FLAGS.conf) if FLAGS.conf else None
     model = load_model(FLAGS.model, allow_unsafe=FLAGS.allow_unsafe_model)
-    graph = model_graph(model)
+    graph = model_graph(model, config["realization"]["backend"])
     exported = rebuild(model, config, FLAGS.calib_data, input_type=FLAGS.input_type,
                        output_type=FLAGS.output_type, batch=FLAGS.batch,
                        keras_io_names=FLAGS.keras_io_names, graph=graph)

@@ -109,7 +109,7 @@ def rebuild(model, config: "str | os.PathLike | Mapping", calib_data: Any, *,
     io = _io_options(config["io"], input_type, output_type, batch)
     io["keras_io_names"] = bool(keras_io_names)
     clock = time.perf_counter()
-    graph = graph or model_graph(model)
+    graph = graph or model_graph(model, config["realization"]["backend"])
     _check_units(config, graph)
     calib_conf = config["realization"]["calibration"]
     calib = check_against_model(as_array_data(calib_data, graph.input_names, "calibration data"),

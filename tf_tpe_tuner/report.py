@@ -38,11 +38,11 @@ SENSITIVITY_METHOD = ("relative RMS error of the TFLite model's outputs against 
 def sensitivity_summary(graph, calib: ArrayData, batch_size: int, sensitivity=True) -> dict:
     """report.json's sensitivity: the run's own (`sensitivity.Sensitivity`), or measured now
     (`sensitivity=True`) when the search did not measure it."""
-    from .realize_denylist import DenylistRealizer
+    from .realizers import make_realizer
     from .sensitivity import Sensitivity, unit_sensitivity
 
     if not isinstance(sensitivity, Sensitivity):  # a part-measured one (timeout) is shown as it is
-        sensitivity = unit_sensitivity(graph, calib, realizer=DenylistRealizer(graph, calib, batch_size))
+        sensitivity = unit_sensitivity(graph, calib, realizer=make_realizer("denylist", graph, calib, batch_size))
     return {"units": dict(sensitivity.output_errors), "all_int8": sensitivity.all_int8,
             "samples": sensitivity.samples, "seconds": round(sensitivity.seconds, 3),
             "method": SENSITIVITY_METHOD}
@@ -175,13 +175,13 @@ def _test_accuracy(result, graph, calib, test_data, conf=None) -> dict:
     """The best and the float model's accuracy on held-apart test data."""
     from .conf import Conf
     from .evaluate import make_metric
-    from .realization import convert
+    from .realizers import make_realizer
 
     conf = conf if conf is not None else Conf(None)
     data = load_test_data(test_data, graph)
     metric = make_metric(conf.metric_name, conf.metric_topk)
     batch = conf.get("evaluation.accuracy.batch_size")
-    float_model = convert(graph.model, graph.input_shapes, graph.input_names, False)
+    float_model = make_realizer("denylist", graph, calib, batch).realize_float().tflite_model
     out = {"samples": len(data), "metric": metric.name,
            "fp32_accuracy": evaluate_on(float_model, data, metric, batch),
            "best_accuracy": None}

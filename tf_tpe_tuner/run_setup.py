@@ -32,11 +32,12 @@ class PreparedRun:
     fingerprint: dict  # what makes trials comparable across a resume
 
 
-def model_graph(model):
-    """The walked model: a tf_keras model's (`walker.walk`), or, for every other kind
-    (`frontends`: Keras 3, a plain SavedModel, a float `.tflite`), its float TFLite model's
-    (`tflite_graph.read_graph`)."""
-    from .frontends import float_tflite
+def model_graph(model, backend: str = "denylist"):
+    """The model as its search space: for the annotation backend, a tf_keras model walked by
+    the Keras walker (`walker.walk`); for the default backend, every kind's float TFLite model
+    (`frontends.float_tflite`: tf_keras, Keras 3, a plain SavedModel, a float `.tflite`) read by
+    `tflite_graph.read_graph`, units named after the Keras layers where there is a graph."""
+    from .frontends import float_tflite, is_keras3
     from .tflite_graph import TfliteGraph, read_graph
 
     if isinstance(model, (ModelGraph, TfliteGraph)):
@@ -45,8 +46,10 @@ def model_graph(model):
         from .model_io import load_model
 
         model = load_model(os.fspath(model))
-    tflite = float_tflite(model)
-    return read_graph(tflite) if tflite is not None else walk(model)
+    if backend == "annotate" and not isinstance(model, (bytes, bytearray)) and not is_keras3(model):
+        return walk(model)
+    floating = float_tflite(model)
+    return read_graph(floating.tflite, scopes=floating.scopes)
 
 
 def edges_of(graph) -> list:
@@ -56,7 +59,8 @@ def edges_of(graph) -> list:
 
 def prepare(model, conf: Conf, calib_data: Any, eval_data: Any = None, eval_func: Callable | None = None,
             q_func: Callable | None = None, latency_func: Callable | None = None) -> PreparedRun:
-    graph = model_graph(model)
+    backend = resolve_backend(conf.get("quantization.backend"), q_func)
+    graph = model_graph(model, backend)
     if conf.get("tuning.executor.name") == "ray":
         from .ray_executor import import_ray
 
@@ -79,7 +83,6 @@ def prepare(model, conf: Conf, calib_data: Any, eval_data: Any = None, eval_func
                     latency_func=latency_func)
     checker = Evaluator(make_metric(conf.metric_name, conf.metric_topk), eval_data, eval_func)
     checker.check_labels(graph.output_shapes)
-    backend = resolve_backend(conf.get("quantization.backend"), q_func)
     batch_size = conf.get("quantization.calibration.batch_size")
     realizer = make_realizer(backend, graph, calib, batch_size, q_func)
     float_model = realizer.realize_float().tflite_model
@@ -109,13 +112,13 @@ def sensitivity_measure(prepared: PreparedRun, conf: Conf, latency_func: Callabl
     """A function (expired) -> Sensitivity over the searched units, measured through the
     denylist path (the tuning's own realizer when it is the denylist one); `expired()` True
     stops it part-way."""
-    from .realize_denylist import DenylistRealizer
     from .sensitivity import unit_sensitivity
 
     def measure(expired):
         realizer = prepared.spec.realizer
         if realizer.name != "denylist":
-            realizer = DenylistRealizer(prepared.graph, prepared.calib, conf.get("quantization.calibration.batch_size"))
+            realizer = make_realizer("denylist", prepared.graph, prepared.calib,
+                                     conf.get("quantization.calibration.batch_size"))
         perf = conf.get("evaluation.performance")
         timing = None  # the latency of each one-unit model too, unless latency does not count
         if latency_func is None and float(conf.get("tuning.strategy.latency_weight")) > 0:

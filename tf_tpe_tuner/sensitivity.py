@@ -22,7 +22,6 @@ import numpy as np
 
 from .data import ArrayData
 from .evaluate import TFLiteModel
-from .realize_denylist import DenylistRealizer
 from .walker import ModelGraph
 
 
@@ -79,12 +78,12 @@ def output_error(reference: list[np.ndarray], got: list[np.ndarray]) -> dict:
 
 
 def unit_sensitivity(graph: ModelGraph, calib: ArrayData, units: Iterable[str] | None = None,
-                     realizer: DenylistRealizer | None = None, batch_size: int = 256,
+                     realizer=None, batch_size: int = 256,
                      latency: tuple[int, int, int] | None = None,
                      expired: Callable[[], bool] | None = None) -> Sensitivity:
     """Score every unit in `units` (default: all) by the output error it causes alone in int8.
 
-    `realizer`: a calibrated `DenylistRealizer` of `graph` to reuse (else one is built on `calib`).
+    `realizer`: a calibrated denylist-backend realizer of `graph` to reuse (else one is built on `calib`).
     `latency`: (warmup, iterations, num_threads): also measure each of these models' latency as a
     ratio to the fp32 model (`TFLiteModel.latency_ratio`, interleaved), into `Sensitivity.latency`.
     `expired`: asked before each unit; once True, no further unit is measured (`complete` False:
@@ -92,7 +91,9 @@ def unit_sensitivity(graph: ModelGraph, calib: ArrayData, units: Iterable[str] |
     """
     start = time.perf_counter()
     if realizer is None:
-        realizer = DenylistRealizer(graph, calib)
+        from .realizers import make_realizer
+
+        realizer = make_realizer("denylist", graph, calib)
     data = realizer.calib
     units = list(graph.unit_names if units is None else units)
     fp32 = realizer.realize_float().tflite_model

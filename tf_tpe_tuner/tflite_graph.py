@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import ModelNotSupportedError, TunerInputError
+from .layer_names import LayerScopes, layer_unit_names
 from .walker import FloatLayer, Unit
 
 # Ops that only move, pick or compare values: the quantizer gives them their input's scale.
@@ -180,14 +181,32 @@ def _op_macs(model, op, kind: str) -> int:
     return out
 
 
-def read_graph(source: "bytes | str | os.PathLike", calib=None, batch_size: int = 32) -> TfliteGraph:
+def _shown_names(nodes: list[str], kinds: list[str], converter_names: list[str], quantizable: set[str],
+                 scopes: LayerScopes | None, output_of: dict[int, int]) -> list[str]:
+    """What users see for each op: `<op type>:<output tensor name>`, or, with `scopes`, the
+    Keras layer it came from (`layer_names`; float ops as `layer:<op type>`)."""
+    shown = [f"{kind.lower()}:{node.split(';')[0]}" for node, kind in zip(nodes, kinds)]
+    if scopes is None:
+        return shown
+    layers = [scopes.layer_of(name, output_of.get(i)) for i, name in enumerate(converter_names)]
+    units = [i for i, node in enumerate(nodes) if node in quantizable and kinds[i] not in PASS_THROUGH]
+    order = units + [i for i in range(len(nodes)) if i not in set(units)]  # units get the bare names
+    for i, name in zip(order, layer_unit_names([(nodes[i], kinds[i], layers[i]) for i in order])):
+        shown[i] = name or shown[i]
+    return shown
+
+
+def read_graph(source: "bytes | str | os.PathLike", calib=None, batch_size: int = 32,
+               scopes: LayerScopes | None = None) -> TfliteGraph:
     """The units of a float TFLite model; `calib` (`ArrayData`) calibrates the one quantization
     that asks what is quantizable (random inputs of the model's shapes when not given: ranges do
-    not decide which ops can be int8)."""
+    not decide which ops can be int8). `scopes`: the model was converted from a Keras graph by a
+    front-end, and units are named after its layers (`layer_names`)."""
     schema_fb, fu = _tools()
     raw = load_tflite(source)
     model = fu.read_model_from_bytearray(bytearray(raw))
     _check_float(model, schema_fb, fu)
+    converter_names = [_text(model.subgraphs[0].tensors[op.outputs[0]].name) for op in model.subgraphs[0].operators]
     nodes = _unique_names(model)
     float_model = bytes(fu.convert_object_to_bytearray(model))
     sg = model.subgraphs[0]
@@ -197,16 +216,18 @@ def read_graph(source: "bytes | str | os.PathLike", calib=None, batch_size: int 
     output_shapes = [_signature_shape(sg.tensors[t]) for t in sg.outputs]
     quantizable = quantizable_nodes(float_model, calib, input_shapes, batch_size)
     producer = {int(op.outputs[j]): i for i, op in enumerate(sg.operators) for j in range(len(op.outputs))}
+    shown = _shown_names(nodes, kinds, converter_names, quantizable, scopes,
+                         {producer[int(t)]: k for k, t in enumerate(sg.outputs) if int(t) in producer})
     units, float_layers, display = [], [], {}
     for i, (node, kind) in enumerate(zip(nodes, kinds)):
         if kind in PASS_THROUGH:
-            float_layers.append(FloatLayer(node, node, kind, "moves or picks values: runs in its "
+            float_layers.append(FloatLayer(shown[i], node, kind, "moves or picks values: runs in its "
                                            "neighbours' precision", passthrough=True))
         elif node in quantizable:
-            units.append(Unit(f"{kind.lower()}:{node.split(';')[0]}", (node,), (kind,)))
+            units.append(Unit(shown[i], (node,), (kind,)))
         else:
-            float_layers.append(FloatLayer(node, node, kind, "the quantizer leaves this op float"))
-        display[node] = node
+            float_layers.append(FloatLayer(shown[i], node, kind, "the quantizer leaves this op float"))
+        display[node] = shown[i]
     names = [u.name for u in units]
     for j, u in enumerate(units):  # the first ;-part can repeat: keep the names unique
         if names.count(u.name) > 1:
