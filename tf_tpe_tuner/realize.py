@@ -398,8 +398,9 @@ def calibrate(qmodel: "keras.Model", calib: ArrayData, batch_size: int,
 def convert(model: "keras.Model", input_shapes: list[tuple], input_names: list[str],
             quantized: bool) -> bytes:
     """Keras model -> TFLite bytes through a concrete function (float I/O, dynamic batch)."""
-    specs = [tf.TensorSpec((None,) + tuple(shape[1:]), tf.float32, name=name)
-             for shape, name in zip(input_shapes, input_names)]
+    # each input keeps the model's dtype (int32 ids stay int32; float inputs are float32)
+    specs = [tf.TensorSpec((None,) + tuple(shape[1:]), t.dtype, name=name)
+             for shape, name, t in zip(input_shapes, input_names, model.inputs)]
 
     def serve(*inputs):
         return model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
