@@ -59,7 +59,7 @@ def parse_metric(raw: Any, where: str = "evaluation.accuracy.metric") -> MetricS
     if raw is None:
         return MetricSpec()
     if isinstance(raw, str):
-        raw = {raw: {}}
+        raw = {raw: 1 if raw.lower() == "topk" else {}}  # a bare name: topk is top-1
     if not isinstance(raw, Mapping) or len(raw) != 1:
         raise TunerInputError(f"conf: {where} must name one metric, e.g. {{topk: 1}} or {{MSE: {{}}}}, "
                               f"got {raw!r}")

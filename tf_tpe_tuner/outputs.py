@@ -290,12 +290,14 @@ def check_not_degenerate(scoring: Scoring, where: str) -> None:
         if o.criterion.kind != "relative" or o.metric.name not in ERROR_METRICS or o.baseline != 0.0:
             continue
         what = o.metric.label if scoring.single else f"output {o.name}'s {o.metric.label}"
+        instead = ("an absolute criterion: with NRMSE, {absolute: 0.02} lets the error reach 2 % of the "
+                   "float outputs' spread" if o.metric.name == "nrmse" else
+                   f"an absolute criterion, a bound on the {o.metric.label} in the output's units, or NRMSE with "
+                   "an absolute criterion ({absolute: 0.02}: the error may reach 2 % of the float outputs' spread)")
         raise TunerInputError(
-            f"conf: a relative criterion cannot work for {what}: the float model's {o.metric.label} on {where} is "
-            "exactly 0 (its labels are the float model's own outputs), and a fraction of 0 allows no error "
-            "at all; use an absolute criterion ({absolute: 0.02} with NRMSE: the error may reach 2 % of the "
-            f"outputs' spread; with {o.metric.label}, a bound in the output's units), or agreement for a "
-            "classifier output")
+            f"conf: a relative criterion cannot work for {what}: the float model's {o.metric.label} on {where} "
+            "is exactly 0 (the labels are the float model's own outputs), and a fraction of 0 allows no error "
+            f"at all; use {instead}, or agreement for a classifier output")
 
 
 def markdown_lines(rows: list[dict], test_rows: list[dict] | None = None) -> list[str]:
