@@ -229,3 +229,24 @@ def test_keras3_outputs_keep_their_names_and_the_int_input_its_dtype(digits, dat
     want = model.predict([data["xt"], data["inputs"]["ink"]], verbose=0)
     for name, value in zip(OUTPUTS, want):
         np.testing.assert_allclose(got[name], value, atol=1e-5)
+
+
+# -- one output, as before, plus the float model as the reference ----------------------------------
+def test_one_output_without_labels_scores_agreement_with_the_float_model(cnn, digits, tmp_path):
+    (x, _), (xt, _) = digits
+    result = tune(cnn, conf({"metric": "agreement"}, trials=2), x[:64], eval_data=xt, output_dir=str(tmp_path))
+    assert result.baseline.accuracy == 1.0 and result.outputs is None and result.metric == "agreement"
+    assert all(0.9 < r.accuracy <= 1.0 and r.outputs is None for r in result.history)
+
+
+def test_one_output_relative_criterion_on_an_error_of_zero_is_refused(cnn, digits, tmp_path):
+    (x, _), (xt, _) = digits
+    with pytest.raises(TunerInputError) as err:
+        tune(cnn, conf({"metric": "MSE"}), x[:64], eval_data=xt, output_dir=str(tmp_path / "out"))
+    message = str(err.value)
+    assert message.startswith("conf: a relative criterion cannot work for MSE: the float model's MSE on "
+                              "evaluation data is exactly 0"), message
+    assert "in the output's units" in message and "NRMSE" in message
+    with pytest.raises(TunerInputError, match="no labels \\(y\\); the topk metric needs class labels"):
+        tune(cnn, conf(), x[:64], eval_data=xt, output_dir=str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()

@@ -263,7 +263,7 @@ def _as_integers(arr: np.ndarray, dtype: np.dtype, where: str) -> np.ndarray:
         first = int(np.argmax(bad.reshape(len(arr), -1).any(axis=1)))
         raise TunerInputError(
             f"{where}: the model's input is {dtype.name}, the data holds values that are not whole "
-            f"numbers in {info.min}..{info.max} ({arr.reshape(-1)[int(np.argmax(bad.reshape(-1)))]!r}, "
+            f"numbers in {info.min}..{info.max} ({float(arr.reshape(-1)[int(np.argmax(bad.reshape(-1)))]):g}, "
             f"sample {first})")
     return arr.astype(dtype)
 
