@@ -115,7 +115,8 @@ def test_agreement_and_nrmse():
 
 # -- tuning ------------------------------------------------------------------------------------------
 def per_output(tflite, data, names=OUTPUTS):
-    outs = in_model_order(tflite, TFLiteModel(tflite).predict(check_against_model(
+    model = TFLiteModel(tflite)
+    outs = in_model_order(model, model.predict(check_against_model(
         as_array_data(data, ["image", "ink"], "e"), [(None, 8, 8, 1), (None, 1)], "e", ["float32", "int32"]), 256))
     return dict(zip(names, outs))
 
@@ -250,3 +251,27 @@ def test_one_output_relative_criterion_on_an_error_of_zero_is_refused(cnn, digit
     with pytest.raises(TunerInputError, match="no labels \\(y\\); the topk metric needs class labels"):
         tune(cnn, conf(), x[:64], eval_data=xt, output_dir=str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+def test_outputs_whose_tensor_order_is_not_the_models_order(two_headed, data, tmp_path):
+    """A .tflite whose output list is not in tensor-index order (the regression output listed
+    first): scored by name all the same, on the float model and on every quantized one (the
+    quantizer renumbers tensors, so index order and output order can differ between them)."""
+    from tensorflow.lite.tools import flatbuffer_utils as fu
+
+    from tf_tpe_tuner.outputs import output_names
+    from tf_tpe_tuner.tflite_graph import read_graph
+
+    flat = fu.read_model_from_bytearray(bytearray(to_tflite(two_headed)))
+    flat.subgraphs[0].outputs = flat.subgraphs[0].outputs[::-1]
+    swapped = bytes(fu.convert_object_to_bytearray(flat))
+    assert output_names(read_graph(swapped)) == ["Identity_1", "Identity"]
+    got = per_output(swapped, data["inputs"], names=["Identity_1", "Identity"])
+    assert got["Identity_1"].shape == (797, 1) and got["Identity"].shape == (797, 10)
+    eval_data = {**data["inputs"], "Identity": data["yt"], "y_0": intensity(data["xt"])}
+    accuracy = {"outputs": {0: {"metric": "MAE", "accuracy_criterion": {"absolute": 0.02}}}}
+    result = tune(swapped, conf(accuracy, trials=3), data["calib"], eval_data=eval_data, output_dir=str(tmp_path))
+    assert [r["output"] for r in result.outputs] == ["Identity_1", "Identity"]
+    assert result.baseline.outputs["Identity"] > 0.9 and result.baseline.outputs["Identity_1"] < 0.05
+    for record in result.history:
+        assert record.outputs["Identity"] > 0.85 and record.outputs["Identity_1"] < 0.1, record

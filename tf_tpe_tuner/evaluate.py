@@ -228,7 +228,7 @@ class Evaluator:
     def scores(self, model: TFLiteModel) -> tuple[float, dict[str, float] | None]:
         """(`accuracy`, the value of each scored output or None for a one-output model)."""
         if self.eval_func is None and self.scoring is not None:
-            value, per_output = self.scoring.score(model.tflite_model, model.predict(self.eval_data, self.batch_size),
+            value, per_output = self.scoring.score(model, model.predict(self.eval_data, self.batch_size),
                                                    self.eval_data.y)
             return _finite_number(value, "the accuracy"), per_output
         if self.eval_func is None:

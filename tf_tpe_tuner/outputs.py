@@ -56,14 +56,17 @@ def input_dtypes(graph) -> list[str]:
     return [types[sg.Tensors(int(t)).Type()].lower() for t in sg.InputsAsNumpy()]
 
 
-def in_model_order(tflite: bytes, outputs) -> list[np.ndarray]:
-    """`TFLiteModel` outputs (ordered by tensor index) in the model's own output order, which
-    quantization keeps while it renumbers tensors."""
+def in_model_order(model, outputs) -> list[np.ndarray]:
+    """A `TFLiteModel`'s outputs (it lists them by tensor index) in the model's own output
+    order, which quantization keeps while it renumbers tensors. `model`: the TFLiteModel that
+    gave them, or the model's bytes (outputs then taken as listed by tensor index)."""
     outputs = outputs if isinstance(outputs, list) else [outputs]
+    tflite = model if isinstance(model, (bytes, bytearray)) else model.tflite_model
     _, sg = _flatbuffer_io(tflite)
     indices = [int(t) for t in sg.OutputsAsNumpy()]
-    by_index = sorted(indices)
-    return [outputs[by_index.index(t)] for t in indices]
+    details = getattr(model, "_outputs", None)  # the order TFLiteModel really gives them in
+    given = [int(d["index"]) for d in details] if details is not None else sorted(indices)
+    return [outputs[given.index(t)] for t in indices]
 
 
 # -- scoring -------------------------------------------------------------------------------------
@@ -120,9 +123,9 @@ class Scoring:
             return values[self.outputs[0].name], values
         return max(o.share(values[o.name]) for o in self.outputs), values
 
-    def score(self, tflite: bytes, outputs, ys: Sequence) -> tuple[float, dict[str, float]]:
-        """`evaluate` on a `TFLiteModel`'s outputs (tensor-index order) for the model `tflite`."""
-        return self.evaluate(in_model_order(tflite, outputs), ys)
+    def score(self, model, outputs, ys: Sequence) -> tuple[float, dict[str, float]]:
+        """`evaluate` on the outputs a `TFLiteModel` gave (see `in_model_order`)."""
+        return self.evaluate(in_model_order(model, outputs), ys)
 
     def with_baselines(self, values: dict[str, float]) -> "Scoring":
         return replace(self, outputs=tuple(replace(o, baseline=values[o.name]) for o in self.outputs))

@@ -136,7 +136,8 @@ def against_float(data: ArrayData, scoring: Scoring, float_model: bytes, batch_s
     needs_float = not scoring.single or any(y is None for y in data.y) or any(  # else: as before
         o.criterion.kind == "relative" and o.metric.name in ERROR_METRICS for o in scoring.outputs)
     if needs_float:
-        outputs = in_model_order(float_model, TFLiteModel(float_model).predict(data, batch_size))
+        runner = TFLiteModel(float_model)
+        outputs = in_model_order(runner, runner.predict(data, batch_size))
         data = fill_from_float(data, scoring, outputs)
         scoring = scoring.with_baselines(scoring.values(outputs, data.y))
     if scoring.single:
@@ -163,7 +164,8 @@ def test_scores(prepared: PreparedRun, data: ArrayData, tflite: bytes | None) ->
     spec = prepared.spec.evaluation
     scoring = prepared.scoring
     if not scoring.single:
-        float_outputs = in_model_order(spec.reference, TFLiteModel(spec.reference).predict(data, spec.batch_size))
+        runner = TFLiteModel(spec.reference)
+        float_outputs = in_model_order(runner, runner.predict(data, spec.batch_size))
         scoring = scoring.with_baselines(scoring.values(float_outputs, data.y))
     metric = make_metric(spec.metric_name, spec.metric_topk, spec.metric_threshold)
     evaluator = Evaluator(metric, data, batch_size=spec.batch_size, scoring=scoring)
