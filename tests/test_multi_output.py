@@ -141,7 +141,8 @@ def test_several_outputs_each_within_its_own_criterion(two_headed, data, tmp_pat
     # the per-output values are those of the handed-back model, output by output
     got = per_output(result.tflite_model, data["inputs"])
     assert np.mean(np.argmax(got["digit"], 1) == data["yt"]) == pytest.approx(rows["digit"]["best"])
-    assert np.mean(np.abs(got["intensity"] - intensity(data["xt"]))) == pytest.approx(rows["intensity"]["best"], rel=1e-6)
+    mae = np.mean(np.abs(got["intensity"] - intensity(data["xt"])))
+    assert mae == pytest.approx(rows["intensity"]["best"], rel=1e-6)
     assert TFLiteModel(result.tflite_model)._interpreter.get_input_details()[1]["dtype"] == np.int32
 
 
@@ -152,7 +153,8 @@ def test_a_chosen_output_alone_counts(two_headed, data, tmp_path):
     result = tune(two_headed, conf(accuracy, {"absolute": 0.01}, trials=2), data["calib"], eval_data=eval_data,
                   output_dir=str(tmp_path))
     assert [r["output"] for r in result.outputs] == ["intensity"]
-    assert result.baseline.accuracy == result.outputs[0]["fp32"] and result.criterion == Criterion("absolute", 0.01, False)
+    assert result.baseline.accuracy == result.outputs[0]["fp32"]
+    assert result.criterion == Criterion("absolute", 0.01, False)
     for record in result.history:
         assert record.accuracy == record.outputs["intensity"]
 
@@ -168,7 +170,8 @@ def test_without_labels_the_float_model_is_the_reference(two_headed, data, tmp_p
     assert rows["digit"]["fp32"] == 1.0 and rows["intensity"]["fp32"] == 0.0
     reference = per_output(to_tflite(two_headed), data["inputs"])
     got = per_output(result.tflite_model, data["inputs"])
-    assert np.mean(np.argmax(got["digit"], 1) == np.argmax(reference["digit"], 1)) == pytest.approx(rows["digit"]["best"])
+    agree = np.mean(np.argmax(got["digit"], 1) == np.argmax(reference["digit"], 1))
+    assert agree == pytest.approx(rows["digit"]["best"])
     assert (np.sqrt(np.mean((got["intensity"] - reference["intensity"]) ** 2)) / np.std(reference["intensity"])
             == pytest.approx(rows["intensity"]["best"], rel=1e-5))
 
