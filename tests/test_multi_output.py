@@ -31,7 +31,7 @@ def two_headed(digits):
 def data(digits):
     (x, y), (xt, yt) = digits
     return {"calib": inputs_of(x[:100]), "eval": {**inputs_of(xt), "digit": yt, "intensity": intensity(xt)},
-            "inputs": inputs_of(xt), "xt": xt, "yt": yt}
+            "inputs": inputs_of(xt), "xt": xt, "yt": yt, "x": x}
 
 
 # -- labels per output, by name or position (no TensorFlow) ----------------------------------------
@@ -164,10 +164,15 @@ def test_without_labels_the_float_model_is_the_reference(two_headed, data, tmp_p
     the float model scores 1 and 0 on them."""
     accuracy = {"metric": "agreement", "outputs": {
         "intensity": {"metric": "NRMSE", "accuracy_criterion": {"absolute": 0.2}}}}
+    test = inputs_of(data["x"][100:400])  # held-out inputs: against the float model there too
     result = tune(two_headed, conf(accuracy, {"relative": 0.02}), data["calib"], eval_data=data["inputs"],
-                  output_dir=str(tmp_path))
+                  output_dir=str(tmp_path), test_data=test)
     rows = {r["output"]: r for r in result.outputs}
     assert rows["digit"]["fp32"] == 1.0 and rows["intensity"]["fp32"] == 0.0
+    held = {r["output"]: r for r in result.report["test"]["outputs"]}
+    assert held["digit"]["fp32"] == 1.0 and held["intensity"]["fp32"] == 0.0 and result.report["test"]["samples"] == 300
+    assert 0.9 < held["digit"]["best"] <= 1.0 and result.report["test"]["fp32_accuracy"] == 0.0
+    assert "| digit | agreement |" in (tmp_path / "report.md").read_text()
     reference = per_output(to_tflite(two_headed), data["inputs"])
     got = per_output(result.tflite_model, data["inputs"])
     agree = np.mean(np.argmax(got["digit"], 1) == np.argmax(reference["digit"], 1))
