@@ -11,7 +11,7 @@ from .conf import Conf
 from .errors import TunerInputError, TuningInterrupted
 from .export import write_result
 from .history import JsonlHistory
-from .run_setup import differences
+from .run_setup import differences, prepare_test_data, test_scores
 from .strategy import STRATEGIES, TuningResult
 
 
@@ -64,9 +64,13 @@ def tune(model, conf: "Conf | str | dict | None", calib_data: Any, eval_data: An
     strategy = strategy_cls(model, conf, calib_data, q_func=q_func, eval_dataloader=eval_data,
                             eval_func=eval_func, q_hooks=q_hooks, dicts={"history": resumed},
                             latency_func=latency_func)
-    test = report_mod.load_test_data(test_data, strategy.graph)  # refused now, not after the search
+    if strategy.prepared.scoring is None:  # an eval_func: test data scored with the conf's metric
+        test = report_mod.load_test_data(test_data, strategy.graph)  # refused now, not after the search
+        if test is not None:
+            strategy.evaluator.check_labels(strategy.graph.output_shapes, test)
+    else:  # labelled per output like the evaluation data (the float model's outputs where none)
+        test = prepare_test_data(strategy.prepared, test_data)
     if test is not None:
-        strategy.evaluator.check_labels(strategy.graph.output_shapes, test)
         warn_if_test_overlaps(test, strategy.prepared.spec.evaluation.eval_data)
     if resume_dir:
         _check_resumable(resume_dir, store.header, strategy)
@@ -82,9 +86,12 @@ def tune(model, conf: "Conf | str | dict | None", calib_data: Any, eval_data: An
         write_result(result, output_dir)
         if report:
             try:
+                scored = None
+                if test is not None and strategy.prepared.scoring is not None:
+                    scored = test_scores(strategy.prepared, test, result.tflite_model)
                 result.report = report_mod.write_report(
                     result, strategy.graph, output_dir, strategy.prepared.calib, conf=strategy.conf,
-                    test_data=test, sensitivity=_report_sensitivity(result, strategy.conf))
+                    test_data=test, sensitivity=_report_sensitivity(result, strategy.conf), test=scored)
             except KeyboardInterrupt:  # the results are written already: only the report is lost
                 result.interrupted = True
     if result.interrupted:

@@ -83,9 +83,10 @@ def check_before_tensorflow(conf) -> None:
     from .data import file_kind
 
     file_kind(FLAGS.calib_data, "--calib_data")
-    file_kind(FLAGS.eval_data, "--eval_data", labels_needed=True)
+    # a .npy holds inputs only: fine where the float model's outputs are the labels (not topk)
+    file_kind(FLAGS.eval_data, "--eval_data", labels_needed=conf.needs_labels)
     if FLAGS.test_data:
-        file_kind(FLAGS.test_data, "--test_data", labels_needed=True)
+        file_kind(FLAGS.test_data, "--test_data", labels_needed=conf.needs_labels)
     resume_dir = conf.workspace if FLAGS.resume else conf.get("tuning.workspace.resume")
     if resume_dir:
         workspace.check_resume(resume_dir, FLAGS.overwrite)
@@ -148,7 +149,12 @@ def _run() -> int:
     if FLAGS.dry_run:
         from .realizers import resolve_backend
 
-        print(model_graph(model, resolve_backend(conf.get("quantization.backend"), None)).describe())
+        graph = model_graph(model, resolve_backend(conf.get("quantization.backend"), None))
+        print(graph.describe())
+        if len(graph.output_shapes) > 1:  # the names labels and the conf's outputs go by
+            from .outputs import output_names
+            print("outputs: " + ", ".join(f"{i} {name} {tuple(shape[1:])}" for i, (name, shape)
+                                          in enumerate(zip(output_names(graph), graph.output_shapes))))
         return EXIT_MET
     mode = progress.resolve_mode(FLAGS.progress, FLAGS.quiet)
     progress.setup_logging(mode)
@@ -168,6 +174,10 @@ def _run() -> int:
               f"accuracy {result.accuracy:.6g} (fp32 {result.baseline.accuracy:.6g}), "
               f"latency {result.latency_ms:.4f} ms (fp32 {result.baseline.latency_ms:.4f} ms, "
               f"{result.speedup:.2f}x), {'meets' if result.met_criterion else 'does NOT meet'} the criterion")
+    for row in result.outputs or []:
+        verdict = "" if row["meets"] is None else ", meets" if row["meets"] else ", misses"
+        print(f"  output {row['output']}: {row['metric']} {row['best']:.6g} (fp32 {row['fp32']:.6g}; "
+              f"{row['criterion']}{verdict})")
     print(f"stopped: {result.stop_reason}")
     test = (result.report or {}).get("test")
     if test:

@@ -16,11 +16,11 @@ from typing import Any, Callable, Mapping
 import yaml
 
 from .checks import warn_if_relative_criterion_loose
+from .conf_outputs import METRICS, parse_combine, parse_metric, parse_outputs
 from .errors import TunerInputError
 
 STRATEGIES = ("tpe", "random", "basic")
 BACKENDS = ("auto", "annotate", "denylist")  # auto: denylist, or annotate when a q_func is given
-METRICS = {"topk": True, "mse": False, "rmse": False, "mae": False}  # name -> higher_is_better
 DTYPES = ("int8", "fp32")
 DEFAULT_MAX_TRIALS = 100
 DEFAULT_PATIENCE = 8  # trials without a faster configuration that meets the criterion
@@ -121,6 +121,8 @@ SCHEMA: dict = {
     "evaluation": {
         "accuracy": {
             "metric": None,
+            "outputs": None,  # per output: metric, accuracy_criterion (conf_outputs.py)
+            "combine": None,  # worst (default), an output, or a list of outputs
             "batch_size": _Field(_INT, 256, _at_least_one),
         },
         "performance": {
@@ -197,32 +199,6 @@ def _validate(schema: dict, given: Any, prefix: str) -> dict:
     return out
 
 
-def _parse_metric(raw: Any) -> tuple[str, int]:
-    """`evaluation.accuracy.metric` -> (metric name, k for topk)."""
-    if raw is None:
-        return "topk", 1
-    if isinstance(raw, str):
-        raw = {raw: {}}
-    if not isinstance(raw, Mapping) or len(raw) != 1:
-        raise TunerInputError(
-            "conf: evaluation.accuracy.metric must name one metric, e.g. {topk: 1} or {MSE: {}}, "
-            f"got {raw!r}")
-    (name, arg), = raw.items()
-    key = str(name).lower()
-    if key not in METRICS:
-        raise TunerInputError(
-            f"conf: evaluation.accuracy.metric {name!r} is not supported; use one of "
-            "topk, MSE, RMSE, MAE")
-    if key == "topk":
-        if isinstance(arg, bool) or not isinstance(arg, int) or arg < 1:
-            raise TunerInputError(
-                f"conf: evaluation.accuracy.metric.topk must be a whole number >= 1, got {arg!r}")
-        return "topk", arg
-    if arg not in (None, {}) and not isinstance(arg, Mapping):
-        raise TunerInputError(f"conf: evaluation.accuracy.metric.{name} takes no value, got {arg!r}")
-    return key, 1
-
-
 def _parse_op_wise(raw: Any) -> dict[str, str]:
     """`quantization.op_wise` -> {unit name or regex: "int8" | "fp32"}."""
     if raw is None:
@@ -293,8 +269,11 @@ class Conf:
         if crit["relative"] is None and crit["absolute"] is None:
             crit["relative"] = 0.01
         warn_if_relative_criterion_loose(crit["relative"])
-        metric, topk = _parse_metric(self._data["evaluation"]["accuracy"]["metric"])
-        self.metric_name, self.metric_topk = metric, topk
+        accuracy = self._data["evaluation"]["accuracy"]
+        self.metric = parse_metric(accuracy["metric"])
+        self.metric_name, self.metric_topk = self.metric.name, self.metric.topk
+        self.output_settings = parse_outputs(accuracy["outputs"])
+        self.combine = parse_combine(accuracy["combine"])
         self.op_wise = _parse_op_wise(self._data["quantization"]["op_wise"])
 
     def get(self, dotted: str) -> Any:
@@ -329,6 +308,13 @@ class Conf:
     def higher_is_better(self) -> bool:
         explicit = self.get("tuning.accuracy_criterion.higher_is_better")
         return METRICS[self.metric_name] if explicit is None else explicit
+
+    @property
+    def needs_labels(self) -> bool:
+        """Whether evaluation data must carry labels: topk scores against classes. Every other
+        metric compares with the float model's own outputs where no labels are given."""
+        metrics = [self.metric] + [s.metric for s in self.output_settings.values() if s.metric]
+        return any(m.name == "topk" for m in metrics)
 
     @property
     def criterion(self) -> tuple[str, float]:

@@ -147,7 +147,25 @@ def _topk(k: int) -> Callable:
     return topk
 
 
-def make_metric(name: str, topk: int = 1) -> Metric:
+def _agreement(threshold: float) -> Callable:
+    """Share of samples whose top class is the labels' (the float model's outputs, say): argmax
+    against argmax, or, for a one-value output, the same side of `threshold`."""
+    def agreement(pred, y):
+        pred = np.asarray(pred, dtype=np.float64).reshape(len(y), -1)
+        y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+        if pred.shape[1] == 1:
+            return float(np.mean((pred[:, 0] > threshold) == (y[:, 0] > threshold)))
+        top = np.argsort(-pred, axis=-1, kind="stable")[:, 0]  # ties broken by index, as topk does
+        return float(np.mean(top == np.argsort(-y, axis=-1, kind="stable")[:, 0]))
+    return agreement
+
+
+def spread(y: np.ndarray) -> float:
+    """What NRMSE divides by: the standard deviation of all the labels' values."""
+    return float(np.std(np.asarray(y, dtype=np.float64)))
+
+
+def make_metric(name: str, topk: int = 1, threshold: float = 0.5) -> Metric:
     def diff(pred, y):
         return np.asarray(pred, dtype=np.float64).reshape(len(y), -1) - \
             np.asarray(y, dtype=np.float64).reshape(len(y), -1)
@@ -160,6 +178,10 @@ def make_metric(name: str, topk: int = 1) -> Metric:
         return Metric("RMSE", False, lambda p, y: float(np.sqrt(np.mean(diff(p, y) ** 2))))
     if name == "mae":
         return Metric("MAE", False, lambda p, y: float(np.mean(np.abs(diff(p, y)))))
+    if name == "agreement":
+        return Metric("agreement", True, _agreement(threshold))
+    if name == "nrmse":  # RMSE in units of the labels' spread: one scale for every output
+        return Metric("NRMSE", False, lambda p, y: float(np.sqrt(np.mean(diff(p, y) ** 2))) / spread(y))
     raise ValueError(name)
 
 
@@ -169,6 +191,7 @@ class Evaluation:
     latency_ms: float
     seconds: float
     latency_ratio: float | None = None  # latency / the reference's, when one is set
+    outputs: dict[str, float] | None = None  # per scored output, for a model with several
 
 
 class Evaluator:
@@ -178,7 +201,7 @@ class Evaluator:
     def __init__(self, metric: Metric, eval_data: ArrayData | None = None,
                  eval_func: Callable | None = None, batch_size: int = 256,
                  warmup: int = 20, iterations: int = 300, num_threads: int = 1,
-                 latency_func: Callable[[bytes], float] | None = None):
+                 latency_func: Callable[[bytes], float] | None = None, scoring=None):
         if eval_data is None and eval_func is None:
             raise TunerInputError("give evaluation data (eval_data) or an eval_func")
         if eval_func is None:
@@ -193,20 +216,30 @@ class Evaluator:
         # latency_func(tflite_bytes) -> seconds replaces the built-in benchmark loop, for
         # users who measure on their deployment device.
         self.latency_func = latency_func
+        # outputs.Scoring, for a model with several outputs: labels per output, one number from them
+        self.scoring = None if scoring is None or scoring.single else scoring
         self._reference = self._reference_bytes = self.reference_ms = None  # set_latency_reference
 
     def accuracy(self, model: TFLiteModel) -> float:
         """The metric on the evaluation data, or `eval_func(model)`: what the user's function
         raises or returns that is not a finite number is a `UserCodeError`."""
+        return self.scores(model)[0]
+
+    def scores(self, model: TFLiteModel) -> tuple[float, dict[str, float] | None]:
+        """(`accuracy`, the value of each scored output or None for a one-output model)."""
+        if self.eval_func is None and self.scoring is not None:
+            value, per_output = self.scoring.score(model, model.predict(self.eval_data, self.batch_size),
+                                                   self.eval_data.y)
+            return _finite_number(value, "the accuracy"), per_output
         if self.eval_func is None:
             return _finite_number(self.metric.compute(model.predict(self.eval_data, self.batch_size),
-                                                      self.eval_data.y), "the accuracy")
+                                                      self.eval_data.y), "the accuracy"), None
         try:
             value = self.eval_func(model)
         except Exception as err:
             raise UserCodeError(f"eval_func raised {type(err).__name__}: {err}") from err
         try:
-            return _finite_number(value, "eval_func's accuracy")
+            return _finite_number(value, "eval_func's accuracy"), None
         except ValueError as err:
             raise UserCodeError(str(err)) from None
 
@@ -279,9 +312,9 @@ class Evaluator:
     def evaluate(self, tflite_model: bytes) -> Evaluation:
         start = time.perf_counter()
         model = TFLiteModel(tflite_model, self.num_threads)
-        accuracy = self.accuracy(model)
+        accuracy, per_output = self.scores(model)
         latency, ratio = self._latency(model)
-        return Evaluation(accuracy, latency, time.perf_counter() - start, ratio)
+        return Evaluation(accuracy, latency, time.perf_counter() - start, ratio, per_output)
 
     def check_labels(self, output_shapes: list[tuple], data: ArrayData | None = None) -> None:
         """Refuse labels that cannot match the model's output: those of the evaluation data, or

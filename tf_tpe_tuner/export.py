@@ -50,6 +50,7 @@ def summary(result: TuningResult) -> dict:
         "best_latency_ms": result.latency_ms,
         "speedup": result.speedup,
         "met_criterion": result.met_criterion,
+        "outputs": result.outputs,  # several outputs: each one's metric, criterion, fp32 and best value
         "best_trial": result.best_trial,
         "handed_back": result.handed_back,
         "outcome": result.describe(),

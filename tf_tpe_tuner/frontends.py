@@ -87,14 +87,15 @@ def keras3_to_tflite(model) -> FloatModel:
                               "(KERAS_BACKEND=tensorflow)")
     inputs = getattr(model, "inputs", None)
     if inputs:
-        shapes = [(tuple(t.shape[1:]), t.name.split(":")[0]) for t in inputs]
+        shapes = [(tuple(t.shape[1:]), t.name.split(":")[0], t.dtype) for t in inputs]
     else:  # a subclassed model: the shapes it was built (called) with
         built = list((getattr(model, "_build_shapes_dict", None) or {}).values())
         if len(built) != 1:
             raise TunerInputError(f"Keras 3 model {model.name!r} has not been built on one input: call it "
                                   "once on a batch so that its input shape is known")
-        shapes = [(tuple(built[0][1:]), "input")]
-    specs = [tf.TensorSpec((None,) + shape, tf.float32, name=name) for shape, name in shapes]
+        shapes = [(tuple(built[0][1:]), "input", "float32")]
+    # each input keeps its dtype: int32 ids stay int32
+    specs = [tf.TensorSpec((None,) + shape, tf.as_dtype(dtype), name=name) for shape, name, dtype in shapes]
     scopes: dict[str, str] = {}
     graph = _graph_of(model)
     forward = _scoped_call(model, scopes, tf) if graph is not None else (lambda x: model(x, training=False))

@@ -31,6 +31,7 @@ class TrialRecord:
     config: dict[str, str]  # unit -> its choice ("int8", "fp32", ...), as proposed
     status: str = STATUS_OK
     accuracy: float | None = None
+    outputs: dict[str, float] | None = None  # each scored output's metric, for a model with several
     latency_ms: float | None = None  # latency_ratio x this run's fp32 latency
     latency_ratio: float | None = None  # latency / the fp32 model's (what resume scores from)
     latency_source: str | None = None  # LATENCY_SIDE_BY_SIDE or LATENCY_FUNC

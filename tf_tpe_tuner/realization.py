@@ -31,8 +31,9 @@ class Realization:
 def convert(model, input_shapes: list[tuple], input_names: list[str],
             quantized: bool) -> bytes:
     """A tf_keras model -> TFLite bytes through a concrete function (float I/O, dynamic batch)."""
-    specs = [tf.TensorSpec((None,) + tuple(shape[1:]), tf.float32, name=name)
-             for shape, name in zip(input_shapes, input_names)]
+    # each input keeps the model's dtype (int32 ids stay int32; float inputs are float32)
+    specs = [tf.TensorSpec((None,) + tuple(shape[1:]), t.dtype, name=name)
+             for shape, name, t in zip(input_shapes, input_names, model.inputs)]
 
     def serve(*inputs):
         return model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)

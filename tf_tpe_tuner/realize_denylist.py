@@ -50,8 +50,8 @@ _BOUNDARY_OPS = {"QUANTIZE", "DEQUANTIZE"}
 def _concrete_converter(graph: ModelGraph):
     """The converter `realize.convert` uses: a concrete function of the flat model, dynamic batch."""
     model = graph.model
-    specs = [tf.TensorSpec((None,) + tuple(shape[1:]), tf.float32, name=name)
-             for shape, name in zip(graph.input_shapes, graph.input_names)]
+    specs = [tf.TensorSpec((None,) + tuple(shape[1:]), t.dtype, name=name)  # the inputs' own dtypes
+             for shape, name, t in zip(graph.input_shapes, graph.input_names, model.inputs)]
 
     def serve(*inputs):
         return model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
@@ -67,9 +67,11 @@ def calibrate_with_converter(graph: ModelGraph, calib: ArrayData, batch_size: in
     converter = _concrete_converter(graph)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
 
+    dtypes = [t.dtype.as_numpy_dtype for t in graph.model.inputs]
+
     def representative():
         for batch in calib.batches(batch_size):
-            yield [np.asarray(a, dtype=np.float32) for a in batch]
+            yield [np.asarray(a, dtype=d) for a, d in zip(batch, dtypes)]
 
     converter.representative_dataset = representative
     converter._experimental_calibrate_only = True  # pylint: disable=protected-access
@@ -385,7 +387,8 @@ class DenylistRealizer(Requantizing):
         """Calibrate once (idempotent); returns the calibrated float TFLite model."""
         if self._calibrated is None:
             start = time.perf_counter()
-            self._calibrated = calibrate_with_converter(self.graph, self.calib, self.batch_size)
+            self._calibrated = calibrate_with_converter(self.graph, self.calib.for_calibration(self.batch_size),
+                                                        self.batch_size)
             mid = time.perf_counter()
             model = self.graph.model
             self._output_layers = [t._keras_history.layer.name for t in model.outputs]  # pylint: disable=protected-access

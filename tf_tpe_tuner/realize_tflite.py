@@ -49,8 +49,8 @@ class TfliteRealizer(Requantizing):
     def calibrate(self) -> bytes:
         if self._calibrated is None:
             start = time.perf_counter()
-            self._calibrated = calibrate(self.graph.float_model, self.calib, self.graph.input_shapes,
-                                         self.batch_size)
+            self._calibrated = calibrate(self.graph.float_model, self.calib.for_calibration(self.batch_size),
+                                         self.graph.input_shapes, self.batch_size)
             self.setup_seconds = {"calibrate": time.perf_counter() - start}
             self._unpaid_setup = True
         return self._calibrated

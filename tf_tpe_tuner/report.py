@@ -29,7 +29,6 @@ from .history import STATUS_OK, TrialRecord
 log = logging.getLogger("tf_tpe_tuner")
 
 
-
 # -- sensitivity ------------------------------------------------------------------------------
 SENSITIVITY_METHOD = ("relative RMS error of the TFLite model's outputs against the float TFLite model's "
                       "when only this unit is int8 (the run's per-unit sensitivity)")
@@ -144,12 +143,12 @@ def pareto_figure(result, higher_is_better: bool = True, threshold: float | None
 
 
 # -- the report -------------------------------------------------------------------------------
-def _criterion(conf, baseline) -> tuple[dict | None, float | None]:
-    if conf is None:
+def _criterion(conf, baseline, run_criterion=None) -> tuple[dict | None, float | None]:
+    if conf is None and run_criterion is None:
         return None, None
     from .study import Criterion
 
-    criterion = Criterion.from_conf(conf)
+    criterion = run_criterion or Criterion.from_conf(conf)  # the run's (several outputs: its own)
     threshold = criterion.threshold(baseline.accuracy)
     return {**criterion.as_dict(), "threshold": threshold}, threshold
 
@@ -195,7 +194,7 @@ def build_report(result, graph, calib, conf=None, test_data=None, sensitivity: A
     """report.json's content (no files written)."""
     calib = calib if isinstance(calib, ArrayData) else check_against_model(
         as_array_data(calib, graph.input_names, "calibration data"), graph.input_shapes, "calibration data")
-    criterion, _ = _criterion(conf, result.baseline)
+    criterion, _ = _criterion(conf, result.baseline, getattr(result, "criterion", None))
     batch_size = conf.get("quantization.calibration.batch_size") if conf is not None else 32
     sens, sens_error = None, None
     if sensitivity:
@@ -227,8 +226,8 @@ def build_report(result, graph, calib, conf=None, test_data=None, sensitivity: A
             "speedup": result.speedup, "met_criterion": result.met_criterion,
             "int8_units": list(result.int8_units), "config": dict(result.config)},
         "criterion": criterion,
-        "metric": None if conf is None else conf.metric_name if conf.metric_name != "topk"
-        else f"top{conf.metric_topk}",
+        "metric": getattr(result, "metric", None) or (None if conf is None else conf.metric.short),
+        "outputs": getattr(result, "outputs", None),
         "handed_back": getattr(result, "handed_back", None),
         "fastest_quantized": getattr(result, "fastest_quantized", None),
         "latency_noise": getattr(result, "latency_noise", None),
@@ -326,6 +325,10 @@ def render_markdown(report: Mapping) -> str:
               f"{report['elapsed_s']:.1f} s, strategy {report['strategy']}, seed {report['seed']}"
               + (", interrupted" if report.get("interrupted") else "") + ".",
               f"Stopped: {report.get('stop_reason') or '-'}.", ""]
+    if report.get("outputs"):
+        from .outputs import markdown_lines
+
+        lines += markdown_lines(report["outputs"], (report.get("test") or {}).get("outputs"))
     test = report.get("test")
     if test:
         lines += ["## Held-out test data", "",

@@ -298,13 +298,20 @@ def calibrate(float_model: bytes, calib, input_shapes: list[tuple], batch_size: 
     the model's shapes when None), as the converter's calibrate-only mode writes it."""
     from tensorflow.lite.python.optimize import calibrator
 
+    # each input in its own dtype (the calibrator refuses float32 for an int32 input); random
+    # integer inputs are zeros, a valid index for a gather or an embedding
+    schema_fb, _ = _tools()
+    sg = schema_fb.Model.GetRootAsModel(float_model, 0).Subgraphs(0)
+    dtypes = [np.dtype(_type_names(schema_fb)[sg.Tensors(int(t)).Type()].lower()) for t in sg.InputsAsNumpy()]
+
     def batches():
         if calib is None:
             rng = np.random.default_rng(0)
-            yield [rng.standard_normal([d or 1 for d in shape]).astype(np.float32) for shape in input_shapes]
+            yield [rng.standard_normal([d or 1 for d in shape]).astype(dtype) if dtype.kind == "f"
+                   else np.zeros([d or 1 for d in shape], dtype) for shape, dtype in zip(input_shapes, dtypes)]
             return
         for batch in calib.batches(batch_size):
-            yield [np.asarray(a, dtype=np.float32) for a in batch]
+            yield [np.asarray(a, dtype=dtype) for a, dtype in zip(batch, dtypes)]
     return calibrator.Calibrator(float_model).calibrate(batches)
 
 

@@ -36,6 +36,7 @@ class TrialOutcome:
     ok: bool
     tflite_model: bytes | None = None
     accuracy: float | None = None
+    outputs: dict[str, float] | None = None  # each scored output's metric (several outputs)
     latency_ms: float | None = None
     latency_ratio: float | None = None  # latency / fp32 latency, measured where the trial ran
     latency_source: str | None = None
@@ -64,12 +65,14 @@ class EvaluationSpec:
     num_threads: int
     latency_func: Callable[[bytes], float] | None
     reference: bytes  # the fp32 TFLite model
+    metric_threshold: float = 0.5  # the agreement metric's, on a one-value output
+    scoring: Any = None  # outputs.Scoring: which outputs count, and how (several outputs)
 
     def evaluator(self) -> Evaluator:
-        evaluator = Evaluator(make_metric(self.metric_name, self.metric_topk), self.eval_data,
-                              self.eval_func, batch_size=self.batch_size, warmup=self.warmup,
+        evaluator = Evaluator(make_metric(self.metric_name, self.metric_topk, self.metric_threshold),
+                              self.eval_data, self.eval_func, batch_size=self.batch_size, warmup=self.warmup,
                               iterations=self.iterations, num_threads=self.num_threads,
-                              latency_func=self.latency_func)
+                              latency_func=self.latency_func, scoring=self.scoring)
         evaluator.set_latency_reference(self.reference)
         return evaluator
 
@@ -116,6 +119,7 @@ class TrialRunner:
             ok=True,
             tflite_model=realization.tflite_model,
             accuracy=evaluation.accuracy,
+            outputs=evaluation.outputs,
             latency_ms=evaluation.latency_ms,
             latency_ratio=evaluation.latency_ratio,
             latency_source=self.evaluator.latency_source,

@@ -66,6 +66,8 @@ class ModelGraph:
     input_shapes: list[tuple]
     output_shapes: list[tuple]
     unit_of_layer: dict[str, str] = field(default_factory=dict)
+    output_names: list[str] = field(default_factory=list)  # the user's model's, in output order
+    input_dtypes: list[str] = field(default_factory=list)  # numpy dtype names ("float32", "int32")
 
     def __post_init__(self) -> None:
         self.unit_of_layer = {layer: u.name for u in self.units for layer in u.layers}
@@ -353,6 +355,8 @@ def walk(model) -> ModelGraph:
         input_names=[t.name.split(":")[0] for t in flat.inputs],
         input_shapes=[tuple(t.shape) for t in flat.inputs],
         output_shapes=[tuple(t.shape) for t in flat.outputs],
+        output_names=list(getattr(model, "output_names", None) or [f"output_{i}" for i in range(len(flat.outputs))]),
+        input_dtypes=[tf.as_dtype(t.dtype).name for t in flat.inputs],
     )
 
 

@@ -51,11 +51,13 @@ class TuneStrategy:
         self.realizer = self.prepared.spec.realizer
         self.search_units = self.prepared.space.searched
         self.fixed = dict(self.prepared.space.fixed)
-        self.criterion = Criterion.from_conf(self.conf)
+        self.criterion = self.prepared.criterion or Criterion.from_conf(self.conf)
         self.higher_is_better = self.criterion.higher_is_better
-        self.loss_function_config = loss_config(
+        scoring = self.prepared.scoring
+        combined = scoring is not None and scoring.combined
+        self.loss_function_config = loss_config(  # several outputs: drops in shares of tolerance
             self.criterion.tolerance, self.conf.get("tuning.strategy.accuracy_weight"),
-            self.conf.get("tuning.strategy.latency_weight"))
+            self.conf.get("tuning.strategy.latency_weight"), ref_acc_loss=1.0 if combined else 0.01)
         self.history_store = JsonlHistory(os.path.join(self.conf.workspace, "history.jsonl"),
                                           header=self.prepared.fingerprint)
         self.sampler = SAMPLERS[self.sampler_name or self.conf.get("tuning.strategy.name")](self.conf)
@@ -134,7 +136,7 @@ class TuneStrategy:
         if self.study.baseline is None:
             baseline = self.study.evaluate_baseline()
             evaluation = self.prepared.spec.evaluation
-            if evaluation.eval_func is None:
+            if evaluation.eval_func is None and evaluation.scoring.single:
                 warn_if_baseline_at_chance(self.evaluator.metric.name, baseline.accuracy, self.graph.output_shapes,
                                            evaluation.eval_data.source or "evaluation data")
         result = self.study.run()
@@ -147,6 +149,14 @@ class TuneStrategy:
                             "method": "minmax"},
             "q_func": self.realizer.q_func is not None,  # a Python hook yaml cannot carry
         }
+        scoring = self.prepared.scoring
+        result.criterion = self.criterion
+        if scoring is not None:
+            result.metric = scoring.outputs[0].metric.short if scoring.single else scoring.label
+        if scoring is not None and not scoring.single:
+            best = next((r for r in self.study.records if r.trial == result.best_trial), None)
+            handed_back = result.baseline.outputs if result.handed_back == "float" else None
+            result.outputs = scoring.summary(result.baseline.outputs, best.outputs if best else handed_back)
         return result
 
     def object_evaluation(self, tune_cfg: Mapping[str, str], model: ModelGraph | None = None) -> TrialRecord:

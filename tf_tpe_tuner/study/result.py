@@ -16,6 +16,7 @@ BEST_ATTEMPT = "best_attempt"  # nothing met the criterion: the lowest loss, fla
 class Baseline:
     accuracy: float
     latency_ms: float
+    outputs: dict[str, float] | None = None  # each scored output's metric (several outputs)
 
 
 @dataclass
@@ -44,6 +45,9 @@ class TuningResult:
     fastest_quantized: dict | None = None  # with FLOAT: {"trial", "latency_ratio"} of the fastest that met
     latency_noise: float = 0.0  # ratios closer than this to each other are not told apart
     sensitivity: Any = None  # tf_tpe_tuner.sensitivity.Sensitivity, when the run measured it
+    criterion: Any = None  # the run's study.Criterion (several outputs: every output within its own)
+    metric: str | None = None  # what `accuracy` is: top1, MSE, ... or the worst output's share of tolerance
+    outputs: list[dict] | None = None  # per scored output: metric, criterion, fp32 and best value, meets
 
     @property
     def trials(self) -> int:

@@ -127,7 +127,7 @@ class Study:
             evaluation = self.runner.evaluate_float()
         except (TypeError, ValueError, UserCodeError) as err:  # the user's eval_func or data
             raise TunerInputError(f"evaluating the fp32 model failed: {err}") from None
-        self.baseline = Baseline(evaluation.accuracy, evaluation.latency_ms)
+        self.baseline = Baseline(evaluation.accuracy, evaluation.latency_ms, evaluation.outputs)
         self.latency_noise = max(MIN_LATENCY_NOISE, self.runner.evaluator.latency_noise())
         log.info("fp32 baseline: accuracy %.4f, latency %.4f ms (latency noise %.1f %%)",
                  evaluation.accuracy, evaluation.latency_ms, 100 * self.latency_noise)
@@ -240,6 +240,7 @@ class Study:
         record = TrialRecord(trial=trial, config=dict(config), seconds=outcome.seconds, worker=outcome.worker)
         if outcome.ok:
             record.accuracy = outcome.accuracy
+            record.outputs = outcome.outputs
             record.latency_ratio = outcome.latency_ratio
             record.latency_source = outcome.latency_source
             record.int8_units = list(outcome.int8_units)
