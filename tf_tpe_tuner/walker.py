@@ -133,14 +133,15 @@ def check_tf_keras_model(model) -> None:
         module = type(model).__module__ or ""
         if module.startswith("keras") or module.startswith("tensorflow.python.keras"):
             raise ModelNotSupportedError(
-                "the model is a Keras 3 model; tf_tpe_tuner needs a tf_keras (Keras 2) model: "
-                "build or load it with `import tf_keras` after setting TF_USE_LEGACY_KERAS=1")
+                "the model is a Keras 3 model; the Keras walker reads tf_keras (Keras 2) models: "
+                "tune it with the default backend (quantization.backend: auto or denylist)")
         raise ModelNotSupportedError(
             f"expected a tf_keras Model, got {type(model).__name__}")
     if not _is_graph_model(model):
         raise ModelNotSupportedError(
-            f"model {model.name!r} is a subclassed Keras model; the walker reads only Sequential "
-            "and Functional models (rebuild it with the Functional API)")
+            f"model {model.name!r} is a subclassed Keras model; tf_keras models are read as Sequential "
+            "or Functional models (rebuild it with the Functional API, save it as a SavedModel with a "
+            "serving signature, or use Keras 3)")
     if not model.built or not model.inputs:
         raise ModelNotSupportedError(
             f"model {model.name!r} has no defined inputs; build it with an Input layer or input_shape")
