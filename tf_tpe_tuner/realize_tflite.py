@@ -63,7 +63,8 @@ class TfliteRealizer(Requantizing):
         return sorted(set(fp32) | set(idle))
 
     def realize_float(self) -> Realization:
-        return Realization(self.graph.float_model, frozenset(), (), {})
+        # the model as given (float16 weights and all), not the folded one calibration reads
+        return Realization(self.graph.reference_model, frozenset(), (), {})
 
     def quantize(self, int8_units: Iterable[str]) -> bytes:
         denylist = self.denylist(int8_units)
