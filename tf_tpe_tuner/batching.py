@@ -25,3 +25,12 @@ def fixed_batches(arrays: list[np.ndarray], size: int) -> Iterator[list[np.ndarr
         if short:
             part = [np.concatenate([p, np.repeat(p[-1:], short, axis=0)]) for p in part]
         yield part
+
+
+def model_fixed_batch(tflite: bytes) -> int | None:
+    """The batch size a TFLite model's inputs fix, or None when it is dynamic."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    details = Interpreter(model_content=tflite).get_input_details()
+    return fixed_batch([tuple(None if d < 0 else int(d) for d in detail["shape_signature"])
+                        for detail in details])
