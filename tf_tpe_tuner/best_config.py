@@ -19,14 +19,16 @@ IO_DEFAULTS = {"input_type": "float32", "output_type": "float32", "batch": "dyna
 def build(result) -> dict:
     """best_config.yaml for a `TuningResult`: everything needed to rebuild that exact model."""
     from ._tf import tf
+    from .batching import model_fixed_batch
 
+    fixed = model_fixed_batch(result.tflite_model)  # a model that holds its batch inside
     return {
         "units": dict(result.config),
         "int8_units": list(result.int8_units),
         "realization": {**result.realization, "converter": "concrete_function",
                         **({"fp32_guard": "fp16_round_trip"}  # the annotation path's PrecisionBarrier
                            if result.realization.get("backend") == "annotate" else {})},
-        "io": dict(IO_DEFAULTS),
+        "io": {**IO_DEFAULTS, **({"batch": str(fixed)} if fixed is not None else {})},
         "accuracy": result.accuracy,
         "latency_ms": result.latency_ms,
         "met_criterion": result.met_criterion,

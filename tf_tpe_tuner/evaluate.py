@@ -27,30 +27,51 @@ class TFLiteModel:
         self.tflite_model = tflite_model
         self.num_threads = num_threads
         self._interpreter = Interpreter(model_content=tflite_model, num_threads=num_threads)
-        self._inputs = sorted(self._interpreter.get_input_details(), key=lambda d: d["index"])
-        self._outputs = sorted(self._interpreter.get_output_details(), key=lambda d: d["index"])
+        # in the model's own order (the subgraph's), which tensor indices need not follow
+        self._inputs = list(self._interpreter.get_input_details())
+        self._outputs = list(self._interpreter.get_output_details())
         self._batch = None
+        # A batch the model fixes (no dynamic first dimension in an input's shape signature) is
+        # never resized: such models can hold it inside the graph and compute garbage at another.
+        fixed = [int(d["shape"][0]) for d in self._inputs
+                 if len(d["shape_signature"]) and int(d["shape_signature"][0]) != -1]
+        self.fixed_batch: int | None = min(fixed) if fixed else None
 
     def _resize(self, batch: int) -> None:
-        if batch != self._batch:
+        if self.fixed_batch is not None:
+            batch = self.fixed_batch
+            if self._batch is None:
+                self._interpreter.allocate_tensors()
+        elif batch != self._batch:
             for detail in self._inputs:
                 shape = list(detail["shape_signature"])
                 shape[0] = batch
                 self._interpreter.resize_tensor_input(detail["index"], shape)
             self._interpreter.allocate_tensors()
-            self._batch = batch
+        self._batch = batch
 
     def __call__(self, *inputs) -> np.ndarray | list[np.ndarray]:
         if len(inputs) == 1 and isinstance(inputs[0], (list, tuple)):
             inputs = tuple(inputs[0])
         if len(inputs) != len(self._inputs):
             raise ValueError(f"the model takes {len(self._inputs)} inputs, got {len(inputs)}")
+        n = int(np.shape(inputs[0])[0])
+        if self.fixed_batch is not None and n != self.fixed_batch:  # batches of its own size
+            from .batching import fixed_batches
+
+            parts = [self._run(part) for part in fixed_batches([np.asarray(a) for a in inputs], self.fixed_batch)]
+            outs = [np.concatenate([p[k] for p in parts])[:n] for k in range(len(parts[0]))]
+        else:
+            outs = self._run(inputs)
+        return outs[0] if len(outs) == 1 else outs
+
+    def _run(self, inputs) -> list[np.ndarray]:
+        """One invoke on a batch the interpreter can take."""
         self._resize(int(np.shape(inputs[0])[0]))
         for detail, value in zip(self._inputs, inputs):
             self._interpreter.set_tensor(detail["index"], np.asarray(value, dtype=detail["dtype"]))
         self._interpreter.invoke()
-        outs = [self._interpreter.get_tensor(d["index"]) for d in self._outputs]
-        return outs[0] if len(outs) == 1 else outs
+        return [self._interpreter.get_tensor(d["index"]) for d in self._outputs]
 
     def predict(self, data: ArrayData, batch_size: int) -> np.ndarray | list[np.ndarray]:
         parts = [self(batch) for batch in data.batches(batch_size)]

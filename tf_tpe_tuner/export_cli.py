@@ -32,7 +32,9 @@ flags.DEFINE_enum("input_type", None, ["float32", "int8"], "Model input type (de
 flags.DEFINE_enum("output_type", None, ["float32", "int8"], "Model output type (default: as tuned, "
                   "float32). int8 needs the unit writing the output to be int8.", flag_values=FLAGS)
 flags.DEFINE_enum("batch", None, ["1", "dynamic"], "Batch size: 1 (a static model) or dynamic "
-                  "(default: as tuned, dynamic).", flag_values=FLAGS)
+                  "(default: as tuned, dynamic). A model that fixes its batch (pretrained models as "
+                  "shipped, inputs without a dynamic batch) keeps it: it runs one sample at a time.",
+                  flag_values=FLAGS)
 flags.DEFINE_boolean("keras_io_names", False, "Name the inputs and outputs after the Keras model's "
                      "inputs and outputs, with a serving_default signature.", flag_values=FLAGS)
 flags.DEFINE_string("eval_data", None, ".npz with arrays x and y: check that the rebuilt model gives "
@@ -89,6 +91,7 @@ def _run() -> int:
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.WARNING)  # the converter's chatter
+    from .batching import fixed_batch
     from .conf import Conf
     from .export import write_atomic
     from .model_io import load_model
@@ -110,7 +113,8 @@ def _run() -> int:
     io = exported.io
     print(f"rebuilt {len(exported.int8_units)}/{len(config['units'])} units int8 "
           f"({', '.join(exported.int8_units) or 'none'}) with the {config['realization']['backend']} "
-          f"realizer; input {io['input_type']}, output {io['output_type']}, batch {io['batch']}, "
+          f"realizer; input {io['input_type']}, output {io['output_type']}, batch {io['batch']}"
+          f"{' (fixed by the model: one sample at a time)' if fixed_batch(graph.input_shapes) else ''}, "
           f"inputs {', '.join(exported.input_names)}, outputs {', '.join(exported.output_names)}")
     if not exported.int8_units_match:
         print(f"{PROG}: check failed: the tuned model had int8 units "

@@ -18,6 +18,7 @@ from .errors import TunerInputError
 from .realization import Realization
 from .realize_denylist import Requantizing, _int8_denylisted, force_float
 from .tflite_graph import TfliteGraph, calibrate, int8_nodes, quantize
+from .tflite_shipped import keep_interface
 
 
 class TfliteRealizer(Requantizing):
@@ -63,13 +64,17 @@ class TfliteRealizer(Requantizing):
         return sorted(set(fp32) | set(idle))
 
     def realize_float(self) -> Realization:
-        return Realization(self.graph.float_model, frozenset(), (), {})
+        # the model as given (float16 weights and all), not the folded one calibration reads
+        return Realization(self.graph.reference_model, frozenset(), (), {})
 
     def quantize(self, int8_units: Iterable[str]) -> bytes:
         denylist = self.denylist(int8_units)
         tflite = quantize(self.calibrate(), denylist)
         stubborn = _int8_denylisted(tflite, set(denylist))
-        return force_float(tflite, stubborn) if stubborn else tflite
+        tflite = force_float(tflite, stubborn) if stubborn else tflite
+        # what users of the model as given rely on: io names and order, metadata, signatures,
+        # float16 weights (every trial's model is the one that would be handed back)
+        return keep_interface(tflite, self.graph.reference_model)
 
     def _read_back(self, tflite: bytes) -> tuple[frozenset[str], tuple[str, ...]]:
         nodes = int8_nodes(tflite, self._known)

@@ -32,6 +32,7 @@ from .conf import Conf
 from .data import ArrayData, as_array_data, check_against_model
 from .errors import TunerInputError
 from .evaluate import make_metric
+from .batching import fixed_batch
 from .best_config import load_best_config
 from .realizers import make_realizer
 from .tflite_edit import QuantizedIOModel, apply_io_options, io_tensor_names
@@ -110,6 +111,15 @@ def rebuild(model, config: "str | os.PathLike | Mapping", calib_data: Any, *,
     io["keras_io_names"] = bool(keras_io_names)
     clock = time.perf_counter()
     graph = graph or model_graph(model, config["realization"]["backend"])
+    fixed = fixed_batch(graph.input_shapes)
+    if fixed is not None:
+        if batch is not None and io["batch"] != str(fixed):  # asked for (a record may predate this)
+            raise TunerInputError(
+                f"batch {io['batch']}: the model fixes its batch at {fixed} (its inputs have no "
+                "dynamic batch dimension, and such models can hold the batch inside the graph, "
+                f"where resizing gives wrong outputs without an error); it can only be exported with "
+                f"batch {fixed}" + (" (--batch=1, the default for it)" if fixed == 1 else ""))
+        io["batch"] = str(fixed)
     _check_units(config, graph)
     calib_conf = config["realization"]["calibration"]
     calib = check_against_model(as_array_data(calib_data, graph.input_names, "calibration data"),
@@ -128,7 +138,8 @@ def rebuild(model, config: "str | os.PathLike | Mapping", calib_data: Any, *,
     input_names = list(getattr(model, "input_names", None) or graph.input_names)
     output_names = list(getattr(model, "output_names", None) or
                         [f"output_{i}" for i in range(len(graph.output_shapes))])
-    tflite = apply_io_options(realization.tflite_model, io,
+    tflite = apply_io_options(realization.tflite_model,
+                              io if fixed is None else {**io, "batch": "dynamic"},  # fixed already
                               input_names if keras_io_names else None,
                               output_names if keras_io_names else None)
     seconds["io"] = time.perf_counter() - clock

@@ -156,42 +156,21 @@ def io_tensor_names(tflite: bytes) -> tuple[list[str], list[str]]:
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_content=tflite)
-    ins = sorted(interpreter.get_input_details(), key=lambda d: d["index"])
-    outs = sorted(interpreter.get_output_details(), key=lambda d: d["index"])
+    ins, outs = interpreter.get_input_details(), interpreter.get_output_details()  # the model's order
     return [d["name"] for d in ins], [d["name"] for d in outs]
 
 
 class QuantizedIOModel(TFLiteModel):
     """A TFLiteModel that takes and returns float values whatever its io types: int8 inputs
     are quantized with the input's scale and zero point, int8 outputs dequantized. A model with
-    a fixed batch of one runs sample by sample."""
+    a fixed batch runs batch by batch of that size (`TFLiteModel`)."""
 
-    def __init__(self, tflite_model: bytes, num_threads: int = 1):
-        super().__init__(tflite_model, num_threads)
-        self.fixed_batch = all(int(d["shape_signature"][0]) == 1 for d in self._inputs
-                               if len(d["shape_signature"]))
-
-    def __call__(self, *inputs):
-        if len(inputs) == 1 and isinstance(inputs[0], (list, tuple)):
-            inputs = tuple(inputs[0])
-        n = int(np.shape(inputs[0])[0])
-        if self.fixed_batch and n != 1:
-            parts = [self(*[a[i:i + 1] for a in inputs]) for i in range(n)]
-            if isinstance(parts[0], list):
-                return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
-            return np.concatenate(parts)
-        if len(inputs) != len(self._inputs):
-            raise ValueError(f"the model takes {len(self._inputs)} inputs, got {len(inputs)}")
-        if not self.fixed_batch:
-            self._resize(n)
-        elif self._batch is None:
-            self._interpreter.allocate_tensors()
-            self._batch = 1
+    def _run(self, inputs) -> list[np.ndarray]:
+        self._resize(int(np.shape(inputs[0])[0]))
         for detail, value in zip(self._inputs, inputs):
             self._interpreter.set_tensor(detail["index"], _quantize(np.asarray(value, np.float32), detail))
         self._interpreter.invoke()
-        outs = [_dequantize(self._interpreter.get_tensor(d["index"]), d) for d in self._outputs]
-        return outs[0] if len(outs) == 1 else outs
+        return [_dequantize(self._interpreter.get_tensor(d["index"]), d) for d in self._outputs]
 
 
 def _quantize(x: np.ndarray, detail: Mapping) -> np.ndarray:

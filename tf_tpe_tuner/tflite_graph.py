@@ -68,9 +68,15 @@ class TfliteGraph:
     output_nodes: list[str] = field(default_factory=list)  # nodes that write a model output
     unit_of_layer: dict[str, str] = field(default_factory=dict)
     kind: str = "tflite"
+    # The model as given (shipped): the float reference for latency and outputs, and what is
+    # handed back as "the float model"; `float_model` is what calibration and quantization read
+    # (float16 / sparse constants folded, see tflite_fold).
+    reference_model: bytes | None = None
 
     def __post_init__(self) -> None:
         self.unit_of_layer = {node: u.name for u in self.units for node in u.layers}
+        if self.reference_model is None:
+            self.reference_model = self.float_model
 
     @property
     def unit_names(self) -> list[str]:
@@ -116,14 +122,19 @@ def load_tflite(source: "bytes | str | os.PathLike") -> bytes:
 
 
 def _check_float(model, schema_fb, fu) -> None:
+    from .tflite_fold import foldable_ops
+
     if len(model.subgraphs) != 1:
         raise ModelNotSupportedError(
             f"the TFLite model has {len(model.subgraphs)} subgraphs; tf_tpe_tuner tunes single-graph "
             "models only")
     names = _type_names(schema_fb)
     sg = model.subgraphs[0]
-    for op in sg.operators:
+    stored = set(foldable_ops(model))  # float16 / sparse weights: storage, folded by read_graph
+    for i, op in enumerate(sg.operators):
         kind = fu.opcode_to_name(model, op.opcodeIndex)
+        if i in stored:
+            continue
         if kind in _CONTROL_FLOW:
             raise ModelNotSupportedError(f"the TFLite model has control flow ({kind}); tf_tpe_tuner "
                                          "tunes models without it")
@@ -206,6 +217,9 @@ def read_graph(source: "bytes | str | os.PathLike", calib=None, batch_size: int 
     raw = load_tflite(source)
     model = fu.read_model_from_bytearray(bytearray(raw))
     _check_float(model, schema_fb, fu)
+    from .tflite_fold import fold_model
+
+    fold_model(model, raw)  # float16 / sparse weights as float32: the quantizer fails on them
     converter_names = [_text(model.subgraphs[0].tensors[op.outputs[0]].name) for op in model.subgraphs[0].operators]
     nodes = _unique_names(model)
     float_model = bytes(fu.convert_object_to_bytearray(model))
@@ -290,12 +304,15 @@ def read_graph(source: "bytes | str | os.PathLike", calib=None, batch_size: int 
         raise ModelNotSupportedError("the TFLite model has no op that the quantizer can run in int8: "
                                      "there is nothing to tune")
     return TfliteGraph(float_model, units, float_layers, display, input_names, input_shapes, output_shapes,
-                       macs, edges, passthrough_units, output_nodes)
+                       macs, edges, passthrough_units, output_nodes, reference_model=raw)
 
 
 def calibrate(float_model: bytes, calib, input_shapes: list[tuple], batch_size: int = 32) -> bytes:
     """The float model with every tensor's min/max over `calib` (`ArrayData`; random inputs of
-    the model's shapes when None), as the converter's calibrate-only mode writes it."""
+    the model's shapes when None), as the converter's calibrate-only mode writes it. A model
+    whose inputs fix the batch (a shape without a dynamic first dimension) is fed batches of
+    exactly that size: the calibrator would resize it, and such models can hold their batch
+    inside the graph (slice ends, reshapes) and compute garbage at another."""
     from tensorflow.lite.python.optimize import calibrator
 
     # each input in its own dtype (the calibrator refuses float32 for an int32 input); random
@@ -303,6 +320,9 @@ def calibrate(float_model: bytes, calib, input_shapes: list[tuple], batch_size: 
     schema_fb, _ = _tools()
     sg = schema_fb.Model.GetRootAsModel(float_model, 0).Subgraphs(0)
     dtypes = [np.dtype(_type_names(schema_fb)[sg.Tensors(int(t)).Type()].lower()) for t in sg.InputsAsNumpy()]
+    from .batching import fixed_batch, fixed_batches
+
+    fixed = fixed_batch(input_shapes)
 
     def batches():
         if calib is None:
@@ -310,7 +330,7 @@ def calibrate(float_model: bytes, calib, input_shapes: list[tuple], batch_size: 
             yield [rng.standard_normal([d or 1 for d in shape]).astype(dtype) if dtype.kind == "f"
                    else np.zeros([d or 1 for d in shape], dtype) for shape, dtype in zip(input_shapes, dtypes)]
             return
-        for batch in calib.batches(batch_size):
+        for batch in (calib.batches(batch_size) if fixed is None else fixed_batches(calib.x, fixed)):
             yield [np.asarray(a, dtype=dtype) for a, dtype in zip(batch, dtypes)]
     return calibrator.Calibrator(float_model).calibrate(batches)
 
