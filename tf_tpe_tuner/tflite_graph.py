@@ -350,18 +350,22 @@ def quantize(calibrated: bytes, denylist: list[str]) -> bytes:
 def int8_nodes(tflite: bytes, known: set[str]) -> set[str]:
     """The known node names whose op runs in an integer type in a quantized model. The quantizer
     renames an int8 op that writes a model output with a trailing `1`: mapped back."""
-    schema_fb, fu = _tools()
+    schema_fb, _ = _tools()
     names = _type_names(schema_fb)
-    model = fu.read_model_from_bytearray(bytearray(tflite))
-    sg = model.subgraphs[0]
+    model = schema_fb.Model.GetRootAsModel(tflite, 0)  # lazy: unpacking it all costs as much as quantizing
+    sg = model.Subgraphs(0)
+    boundary = {getattr(schema_fb.BuiltinOperator, kind) for kind in _BOUNDARY}
+    codes = [max(model.OperatorCodes(i).BuiltinCode(), model.OperatorCodes(i).DeprecatedBuiltinCode())
+             for i in range(model.OperatorCodesLength())]
     found = set()
-    for op in sg.operators:
-        if fu.opcode_to_name(model, op.opcodeIndex) in _BOUNDARY or not len(op.outputs):
+    for i in range(sg.OperatorsLength()):
+        op = sg.Operators(i)
+        if codes[op.OpcodeIndex()] in boundary or not op.OutputsLength():
             continue
-        tensor = sg.tensors[op.outputs[0]]
-        if names.get(tensor.type) not in _INT_TYPES:
+        tensor = sg.Tensors(op.Outputs(0))
+        if names.get(tensor.Type()) not in _INT_TYPES:
             continue
-        name = _text(tensor.name)
+        name = _text(tensor.Name())
         if name not in known and name.endswith("1") and name[:-1] in known:
             name = name[:-1]
         if name in known:

@@ -17,6 +17,8 @@ given,
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .tflite_fold import _empty_unused_buffers, foldable_ops
@@ -49,12 +51,58 @@ def keep_interface(quantized: bytes, shipped: bytes, float16_weights: bool = FLO
     float model it was made from), and float16 weights for its float ops where `shipped`
     stored float16 weights. The same bytes when there is nothing to restore."""
     schema_fb, fu = _tools()
+    interface, has_float16 = _shipped_interface(shipped)
+    if not (float16_weights and has_float16) and _has_interface(quantized, interface):
+        return quantized  # read lazily: unpacking a model per trial costs more than quantizing it
     q = fu.read_model_from_bytearray(bytearray(quantized))
     s = fu.read_model_from_bytearray(bytearray(shipped))
     changed = _io_names(q, s) | _metadata(q, s) | _signatures(q, s)
     if float16_weights:
         changed |= _float16_weights(q, s)
     return bytes(fu.convert_object_to_bytearray(q)) if changed else quantized
+
+
+def _interface(model_bytes: bytes) -> tuple:
+    """(input names, output names, {metadata name: bytes}, has a metadataBuffer, signatures as
+    (key, [(name, io position)], [(name, io position)])), read with the lazy flatbuffer API."""
+    schema_fb, _ = _tools()
+    model = schema_fb.Model.GetRootAsModel(model_bytes, 0)
+    sg = model.Subgraphs(0)
+    inputs, outputs = [int(t) for t in sg.InputsAsNumpy()], [int(t) for t in sg.OutputsAsNumpy()]
+    metadata = {}
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        data = model.Buffers(entry.Buffer()).DataAsNumpy()
+        metadata[entry.Name().decode()] = bytes(data) if not isinstance(data, int) else b""
+    signatures = []
+    for i in range(model.SignatureDefsLength()):
+        sig = model.SignatureDefs(i)
+        ins = [(sig.Inputs(j).Name().decode(), inputs.index(sig.Inputs(j).TensorIndex()))
+               for j in range(sig.InputsLength())]
+        outs = [(sig.Outputs(j).Name().decode(), outputs.index(sig.Outputs(j).TensorIndex()))
+                for j in range(sig.OutputsLength())]
+        signatures.append((sig.SignatureKey().decode(), ins, outs))
+    names = lambda ts: [sg.Tensors(t).Name().decode() for t in ts]  # noqa: E731
+    return names(inputs), names(outputs), metadata, model.MetadataBufferLength() > 0, signatures
+
+
+@functools.lru_cache(maxsize=4)
+def _shipped_interface(shipped: bytes) -> tuple[tuple, bool]:
+    """The shipped model's interface, and whether it stores float16 weights (once per model)."""
+    schema_fb, fu = _tools()
+    s = fu.read_model_from_bytearray(bytearray(shipped))
+    has_float16 = any(fu.opcode_to_name(s, s.subgraphs[0].operators[i].opcodeIndex) == "DEQUANTIZE"
+                      for i in foldable_ops(s))
+    return _interface(shipped), has_float16
+
+
+def _has_interface(quantized: bytes, interface: tuple) -> bool:
+    """Whether `quantized` already has everything `keep_interface` would put back."""
+    inputs, outputs, metadata, metadata_buffer, signatures = _interface(quantized)
+    want_in, want_out, want_meta, want_buffer, want_sigs = interface
+    same_meta = all(metadata.get(k) == v for k, v in want_meta.items() if k != "min_runtime_version")
+    return (inputs == want_in and outputs == want_out and same_meta and (metadata_buffer or not want_buffer)
+            and (not want_sigs or signatures == want_sigs))
 
 
 def _io_names(q, s) -> bool:
