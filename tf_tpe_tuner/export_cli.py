@@ -37,10 +37,11 @@ flags.DEFINE_enum("batch", None, ["1", "dynamic"], "Batch size: 1 (a static mode
                   flag_values=FLAGS)
 flags.DEFINE_boolean("keras_io_names", False, "Name the inputs and outputs after the Keras model's "
                      "inputs and outputs, with a serving_default signature.", flag_values=FLAGS)
-flags.DEFINE_string("eval_data", None, ".npz with arrays x and y: check that the rebuilt model gives "
-                    "the accuracy recorded in the config.", flag_values=FLAGS)
-flags.DEFINE_string("conf", None, "The tuning conf, for the metric of the --eval_data check "
-                    "(default: top-1 accuracy).", flag_values=FLAGS)
+flags.DEFINE_string("eval_data", None, "The tuning's evaluation data (.npz; a .npy of inputs when no "
+                    "metric is topk): check that the rebuilt model gives the accuracy recorded in the "
+                    "config, scored as the tuning scored it.", flag_values=FLAGS)
+flags.DEFINE_string("conf", None, "The tuning conf, for the metrics of the --eval_data check (every "
+                    "output's metric and criterion, combine; default: top-1 accuracy).", flag_values=FLAGS)
 flags.DEFINE_float("tolerance", 0.0, "Accepted absolute difference from the recorded accuracy.",
                    lower_bound=0, flag_values=FLAGS)
 flags.DEFINE_boolean("allow_unsafe_model", False, "Load .h5/SavedModel models with Lambda layers "

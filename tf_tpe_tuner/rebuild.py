@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -60,6 +60,10 @@ class ExportedModel:
     realized_model: bytes = b""  # the realizer's own output, before the io options
     accuracy: float | None = None  # set by check_accuracy
     seconds: dict = field(default_factory=dict)
+    graph: Any = field(default=None, repr=False)  # the walked model it was rebuilt on
+    # the float model the tuning compared with (its outputs: the labels of outputs without any,
+    # and each output's baseline), made only when check_accuracy needs it
+    float_model: Callable[[], bytes] | None = field(default=None, repr=False)
 
     @property
     def recorded_int8_units(self) -> list[str]:
@@ -149,7 +153,8 @@ def rebuild(model, config: "str | os.PathLike | Mapping", calib_data: Any, *,
         tflite_model=tflite, config=config,
         int8_units=sorted(realization.int8_units, key=graph.unit_names.index), io=io,
         input_names=io_tensor_names(tflite)[0], output_names=io_tensor_names(tflite)[1],
-        realized_model=realization.tflite_model, seconds=seconds)
+        realized_model=realization.tflite_model, seconds=seconds, graph=graph,
+        float_model=lambda: realizer.realize_float().tflite_model)
 
 
 def _io_options(recorded: Mapping, input_type, output_type, batch) -> dict:
@@ -199,10 +204,19 @@ def _as_list(value) -> list[np.ndarray]:
 
 def evaluate_accuracy(tflite: bytes, eval_data: Any, conf: "Conf | str | Mapping | None" = None,
                       input_names: list[str] | None = None,
-                      input_shapes: list[tuple] | None = None) -> float:
-    """The accuracy of a TFLite model on labelled data, with the conf's metric (default top-1)."""
+                      input_shapes: list[tuple] | None = None, *, graph=None,
+                      float_model: bytes | None = None) -> float:
+    """The accuracy of a TFLite model on evaluation data, with the conf's metric (default top-1).
+
+    With `graph` (the walked model) and `float_model` (the float model the tuning compared
+    with), scored exactly as the tuning scored it: every output's metric and criterion,
+    `combine`, outputs without labels compared with the float model's outputs, several outputs
+    as the worst share of tolerance. Without them, one output against labels (`y`)."""
     conf = conf if isinstance(conf, Conf) else Conf(conf)
     runner = QuantizedIOModel(tflite)
+    batch = conf.get("evaluation.accuracy.batch_size")
+    if graph is not None and float_model is not None:
+        return _as_tuned(runner, eval_data, conf, graph, float_model, batch)
     names = input_names or [d["name"] for d in runner._inputs]
     data = as_array_data(eval_data, names, "evaluation data")
     if input_shapes is not None:
@@ -210,18 +224,36 @@ def evaluate_accuracy(tflite: bytes, eval_data: Any, conf: "Conf | str | Mapping
     if data.y is None:
         raise TunerInputError("evaluation data has no labels (y)")
     metric = make_metric(conf.metric_name, conf.metric_topk)
-    batch = conf.get("evaluation.accuracy.batch_size")
     return float(metric.compute(runner.predict(ArrayData([np.asarray(a, np.float32) for a in data.x],
                                                          data.y), batch), data.y))
 
 
+def _as_tuned(runner, eval_data: Any, conf: Conf, graph, float_model: bytes, batch: int) -> float:
+    """`run_setup.prepare`'s evaluation path: the data checked and labelled, then scored."""
+    from .evaluate import Evaluator
+    from .outputs import check_not_degenerate, input_dtypes, resolve_scoring
+    from .run_setup import against_float, check_labels
+
+    scoring = resolve_scoring(conf, graph)
+    data = check_against_model(as_array_data(eval_data, graph.input_names, "evaluation data"),
+                               graph.input_shapes, "evaluation data", input_dtypes(graph))
+    data, scoring = against_float(check_labels(data, scoring, graph), scoring, float_model, batch)
+    check_not_degenerate(scoring, data.source or "the evaluation data")
+    metric = scoring.outputs[0].metric
+    evaluator = Evaluator(make_metric(metric.name, metric.topk, metric.threshold), data, batch_size=batch,
+                          scoring=scoring)
+    return evaluator.scores(runner)[0]
+
+
 def check_accuracy(exported: ExportedModel, eval_data: Any, conf: "Conf | str | Mapping | None" = None,
                    tolerance: float = 0.0, graph: ModelGraph | None = None) -> bool:
-    """Evaluate the rebuilt model; True when it gives the accuracy recorded in best_config
-    within `tolerance` (absolute). Sets `exported.accuracy`."""
-    shapes = graph.input_shapes if graph is not None else None
-    names = graph.input_names if graph is not None else None
-    exported.accuracy = evaluate_accuracy(exported.tflite_model, eval_data, conf, names, shapes)
+    """Evaluate the rebuilt model as the tuning did (`evaluate_accuracy` with the graph and the
+    float model); True when it gives the accuracy recorded in best_config within `tolerance`
+    (absolute). Sets `exported.accuracy`."""
+    graph = graph if graph is not None else exported.graph
+    float_model = exported.float_model() if graph is not None and exported.float_model is not None else None
+    exported.accuracy = evaluate_accuracy(exported.tflite_model, eval_data, conf, graph=graph,
+                                          float_model=float_model)
     recorded = exported.recorded_accuracy
     if recorded is None:
         raise TunerInputError("best_config.yaml records no accuracy to check against")
