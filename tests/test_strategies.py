@@ -126,9 +126,11 @@ def test_tpe_without_latency_starts_from_the_growing_fallbacks(outlier_cnn, digi
     assert fp32_set(history[0]) == set() and not history[0].met_criterion
     guided = [fp32_set(r) for r in history[1:]]
     expected = [set(f) for f in growing_fallbacks(ranked)]
-    n = min(len(guided), len(expected))
-    assert guided[:n] == expected[:n]  # the most sensitive units fp32, in growing numbers
-    assert history[-1].met_criterion  # and it stops at the first configuration that meets
+    # the most sensitive units fp32, in growing numbers, until one meets the criterion (accuracy
+    # decides that, not timing; whether it also beats float, and what follows, is latency's)
+    met = next(i for i, r in enumerate(history[1:]) if r.met_criterion)
+    n = min(met + 1, len(expected))
+    assert guided[:n] == expected[:n]
     prior = s.sampler._space.p_one  # fp32 more likely for the sensitive units
     assert prior == pytest.approx(s.sensitivity.fp32_prior()) and prior[ranked[0]] == pytest.approx(0.5)
 

@@ -316,6 +316,10 @@ class Evaluator:
         ratio = model.latency_ratio(self._reference, self.warmup, self.iterations)
         return ratio * self.reference_ms, ratio
 
+    def latency_ratio_of(self, model: TFLiteModel) -> float:
+        """`model`'s latency as a ratio to the reference's, measured side by side."""
+        return self._latency(model)[1]
+
     def latency_ms(self, model: TFLiteModel) -> float:
         """Milliseconds per single-sample inference: `latency_func`'s, else the benchmark's
         (alone; `evaluate` measures against the reference when one is set)."""

@@ -45,6 +45,7 @@ class TuningResult:
     fastest_quantized: dict | None = None  # with FLOAT: {"trial", "latency_ratio"} of the fastest that met
     latency_noise: float = 0.0  # ratios closer than this to each other are not told apart
     sensitivity: Any = None  # tf_tpe_tuner.sensitivity.Sensitivity, when the run measured it
+    final_choice: dict | None = None  # near-ties re-measured at the end (study/final_choice.py)
     criterion: Any = None  # the run's study.Criterion (several outputs: every output within its own)
     metric: str | None = None  # what `accuracy` is: top1, MSE, ... or the worst output's share of tolerance
     outputs: list[dict] | None = None  # per scored output: metric, criterion, fp32 and best value, meets

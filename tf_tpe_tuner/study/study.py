@@ -31,6 +31,7 @@ from ..history import STATUS_FAILED, STATUS_OK, JsonlHistory, TrialRecord, confi
 from ..samplers.base import EXHAUSTED, WAIT, Sampler, SearchSpace, random_unseen
 from ..trial import ORIGIN_LOST, ORIGIN_TOOL, TrialOutcome, TrialRunner, int8_units
 from .criterion import Criterion, within
+from .final_choice import near_ties, settle
 from .loss import calculate_loss
 from .result import BEST_ATTEMPT, FLOAT, QUANTIZED, Baseline, TuningResult
 
@@ -79,6 +80,8 @@ class Study:
         self._models: dict[int, bytes] = {}  # trial -> TFLite bytes of the current best candidates
         self._resumed = list(resumed)
         self._improved_at: int | None = None  # records count when the best last improved
+        self._settled: TrialRecord | None = None  # the best after near-ties were re-measured
+        self.final_choice: dict | None = None  # {trial: re-measured ratio, ..., 'chosen': trial}
         self.stop_reason = ""
 
     @property
@@ -110,7 +113,10 @@ class Study:
         return self.criterion.drop(self.baseline.accuracy, record.accuracy)
 
     def best(self) -> TrialRecord | None:
-        """The fastest quantized trial that meets the criterion (whether or not it beats float)."""
+        """The fastest quantized trial that meets the criterion (whether or not it beats float);
+        once the run has settled near-ties (`final_choice`), the one chosen there."""
+        if self._settled is not None:
+            return self._settled
         meeting = [r for r in self._records if r.status == STATUS_OK and r.met_criterion and r.int8_units]
         return min(meeting, key=lambda r: (r.latency_ratio, self.drop(r), r.trial), default=None)
 
@@ -175,7 +181,26 @@ class Study:
             return self.result(interrupted=True)
         finally:
             executor.close()
+        self._settle_near_ties()
         return self.result()
+
+    def _settle_near_ties(self) -> None:
+        """Near-ties among the fastest re-measured side by side, then a deterministic rule
+        (`final_choice`): the answer does not hang on one noisy reading."""
+        if self._timed_out():
+            return  # the user's time is up: the trials' own readings decide
+        def model_of(record: TrialRecord) -> bytes:
+            return self._models.get(record.trial) or \
+                self.runner.realizer.realize(int8_units(record.config)).tflite_model
+        settled = settle(self._records, self.latency_noise, self.runner.evaluator, model_of,
+                         list(self.space.units), self.runner.evaluator.num_threads)
+        if settled is None:
+            return
+        self._settled, ratios = settled
+        self.final_choice = {"remeasured": {str(t): round(r, 4) for t, r in ratios.items()},
+                             "chosen": self._settled.trial}
+        log.info("near-ties re-measured side by side: %s; chosen: trial %d (fewer float units first)",
+                 ", ".join(f"trial {t} {r:.3f}x" for t, r in ratios.items()), self._settled.trial)
 
     def _search(self, executor) -> None:
         while True:
@@ -344,6 +369,7 @@ class Study:
     def _keep_only_candidate_models(self) -> None:
         """TFLite bytes are kept for the trials that could still be handed back only."""
         keep = {r.trial for r in (self.best(), self.chosen()[1]) if r is not None}
+        keep |= {r.trial for r in near_ties(self._records, self.latency_noise)}  # settled at the end
         for trial in list(self._models):
             if trial not in keep:
                 del self._models[trial]
@@ -377,4 +403,4 @@ class Study:
             stop_reason=self.stop_reason, interrupted=interrupted, handed_back=kind,
             fastest_quantized=({"trial": fastest.trial, "latency_ratio": fastest.latency_ratio}
                                if kind == FLOAT else None),
-            latency_noise=self.latency_noise, sensitivity=self.sensitivity)
+            latency_noise=self.latency_noise, sensitivity=self.sensitivity, final_choice=self.final_choice)

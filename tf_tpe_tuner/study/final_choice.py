@@ -1,0 +1,58 @@
+"""The run's last step: near-ties among the fastest configurations, settled without the noise.
+
+Every trial's latency is one noisy reading, and the lowest of many noisy readings is biased low:
+left alone, which of two equally fast configurations is handed back depends on the reading. So
+when the search ends, the configurations that meet the criterion within the run's latency noise
+of the fastest (at most `CONTENDERS`) are measured again, side by side in one sitting
+(`REMEASURE_ROUNDS` times each, interleaved, median), and among those whose re-measured ratio
+is within the noise of the lowest, the rule picks: fewer float units first, then int8 on the
+earlier units (in the search space's unit order). The chosen record's latency is the re-measured
+one (also what decides "faster than float"); the history keeps each trial's own reading.
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import replace
+
+from ..evaluate import TFLiteModel
+from ..history import STATUS_OK, TrialRecord
+
+CONTENDERS = 4
+REMEASURE_ROUNDS = 3
+
+
+def near_ties(records: list[TrialRecord], noise: float) -> list[TrialRecord]:
+    """The meeting quantized trials whose ratio is within `noise` of the fastest one's."""
+    meeting = sorted((r for r in records if r.status == STATUS_OK and r.met_criterion and r.int8_units),
+                     key=lambda r: (r.latency_ratio, r.trial))
+    if not meeting:
+        return []
+    bound = meeting[0].latency_ratio + noise
+    return [r for r in meeting if r.latency_ratio <= bound][:CONTENDERS]
+
+
+def rule_key(record: TrialRecord, unit_order: list[str]) -> tuple:
+    """Fewer float units first, then int8 on the earlier units."""
+    floats = tuple(record.config.get(u) != "int8" for u in unit_order)
+    return sum(floats), floats
+
+
+def settle(records: list[TrialRecord], noise: float, evaluator, model_of, unit_order: list[str],
+           num_threads: int = 1) -> tuple[TrialRecord, dict[int, float]] | None:
+    """(the chosen record with its re-measured latency, {trial: re-measured ratio}), or None when
+    there is no tie to settle. `model_of(record)` gives a trial's TFLite bytes."""
+    contenders = near_ties(records, noise)
+    if len(contenders) < 2:
+        return None
+    models = {r.trial: TFLiteModel(model_of(r), num_threads) for r in contenders}
+    readings: dict[int, list[float]] = {r.trial: [] for r in contenders}
+    for _ in range(REMEASURE_ROUNDS):
+        for r in contenders:  # interleaved: load changes hit every contender alike
+            readings[r.trial].append(evaluator.latency_ratio_of(models[r.trial]))
+    ratios = {trial: statistics.median(values) for trial, values in readings.items()}
+    fastest = min(ratios.values())
+    tied = [r for r in contenders if ratios[r.trial] <= fastest + noise]
+    chosen = min(tied, key=lambda r: rule_key(r, unit_order))
+    ratio = ratios[chosen.trial]
+    scale = chosen.latency_ms / chosen.latency_ratio if chosen.latency_ratio else 0.0
+    return replace(chosen, latency_ratio=ratio, latency_ms=ratio * scale), ratios
