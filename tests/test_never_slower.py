@@ -94,4 +94,8 @@ def test_when_a_mix_beats_float_the_fastest_that_meets_is_handed_back(mix_wins, 
     assert summary["speedup"] > 1.4
     meeting = [r for r in records if r["status"] == "ok" and r["met_criterion"] and r["int8_units"]]
     best = next(r for r in records if r["trial"] == summary["best_trial"])
-    assert best["latency_ratio"] == min(r["latency_ratio"] for r in meeting)
+    fastest = min(meeting, key=lambda r: r["latency_ratio"])
+    if summary["final_choice"]:  # near-ties re-measured: the fastest reading among the contenders
+        assert {str(best["trial"]), str(fastest["trial"])} <= set(summary["final_choice"]["remeasured"])
+    else:
+        assert best["latency_ratio"] == fastest["latency_ratio"]
