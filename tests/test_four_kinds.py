@@ -8,9 +8,10 @@ agreement with the float model."""
 import numpy as np
 import pytest
 
+from test_tflite_model import op_dtypes
 from tf_tpe_tuner import tune
-from tf_tpe_tuner.realizers import make_realizer
 from tf_tpe_tuner.data import ArrayData
+from tf_tpe_tuner.realizers import make_realizer
 from tf_tpe_tuner.run_setup import model_graph
 
 pytestmark = pytest.mark.slow
@@ -43,20 +44,6 @@ def kinds(digits, tmp_path_factory):
             "tflite": str(where / "m.tflite")}, up(x[:64]), up(xt[:300])
 
 
-def _ops(tflite: bytes) -> list[tuple[str, str]]:
-    """(op type, output dtype) of every op but QUANTIZE/DEQUANTIZE, in op order."""
-    from tensorflow.lite.tools import flatbuffer_utils as fu
-
-    model = fu.read_model_from_bytearray(bytearray(tflite))
-    sg = model.subgraphs[0]
-    out = []
-    for op in sg.operators:
-        kind = fu.opcode_to_name(model, op.opcodeIndex)
-        if kind not in ("QUANTIZE", "DEQUANTIZE"):
-            out.append((kind, "int8" if sg.tensors[op.outputs[0]].type == 9 else "float"))
-    return out
-
-
 def test_every_kind_gives_the_same_space(kinds):
     models, _, _ = kinds
     graphs = {kind: model_graph(m) for kind, m in models.items()}
@@ -79,21 +66,19 @@ def test_configurations_realize_what_was_asked(kinds, kind):
     models, calib, _ = kinds
     graph = model_graph(models[kind])
     realizer = make_realizer("denylist", graph, ArrayData([calib]))
-    float_ops = _ops(graph.float_model)
-    op_of_unit = {}
+    float_ops = op_dtypes(graph.float_model)
     from tensorflow.lite.tools import flatbuffer_utils as fu
     fm = fu.read_model_from_bytearray(bytearray(graph.float_model))
     node_index = {fm.subgraphs[0].tensors[op.outputs[0]].name.decode(): i
                   for i, op in enumerate(fm.subgraphs[0].operators)}
-    for u in graph.units:
-        op_of_unit[u.name] = node_index[u.layers[0]]
+    op_of_unit = {u.name: node_index[u.layers[0]] for u in graph.units}
     rng = np.random.default_rng(1)
     for trial in range(4):
         int8 = {u.name for u in graph.units if trial == 0 or (trial < 3 and rng.random() < 0.5)}
-        ops = _ops(realizer.realize(sorted(int8)).tflite_model)
+        ops = op_dtypes(realizer.realize(sorted(int8)).tflite_model)
         assert [t for t, _ in ops] == [t for t, _ in float_ops]  # aligned op by op
         for unit, i in op_of_unit.items():
-            assert ops[i][1] == ("int8" if unit in int8 else "float"), (kind, trial, unit, ops[i])
+            assert ops[i][1] == ("INT8" if unit in int8 else "FLOAT32"), (kind, trial, unit, ops[i])
 
 
 @pytest.mark.parametrize("kind", ["keras3", "tf_keras", "saved_model", "tflite"])

@@ -103,7 +103,9 @@ def keras3_to_tflite(model) -> FloatModel:
     def serve(*xs):
         return forward(list(xs) if len(xs) > 1 else xs[0])
 
-    tflite = _convert(tf, tf.function(serve, input_signature=specs).get_concrete_function(), model)
+    from .realization import convert_function
+
+    tflite = convert_function(tf.function(serve, input_signature=specs).get_concrete_function(), model)
     if graph is None:
         return FloatModel(tflite)
     outputs = [t._keras_history.operation.name for t in graph.outputs]  # pylint: disable=protected-access
@@ -122,14 +124,6 @@ def tf_keras_to_tflite(model) -> FloatModel:
     outputs = [display.get(t._keras_history.layer.name, t._keras_history.layer.name)  # pylint: disable=protected-access
                for t in flat.outputs]
     return FloatModel(tflite, LayerScopes(scopes, tuple(outputs), depth=2))
-
-
-def _convert(tf, concrete, model) -> bytes:
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
-    converter.experimental_lower_to_saved_model = False
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return converter.convert()
 
 
 def saved_model_to_tflite(source: SavedModelSource) -> bytes:

@@ -38,7 +38,11 @@ def convert(model, input_shapes: list[tuple], input_names: list[str],
     def serve(*inputs):
         return model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
 
-    concrete = tf.function(serve, input_signature=specs).get_concrete_function()
+    return convert_function(tf.function(serve, input_signature=specs).get_concrete_function(), model, quantized)
+
+
+def convert_function(concrete, model, quantized: bool = False) -> bytes:
+    """A concrete function of `model` -> TFLite bytes (the one conversion both Keras paths use)."""
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
     converter.experimental_lower_to_saved_model = False
     if quantized:

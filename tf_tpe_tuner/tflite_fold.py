@@ -20,14 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .tflite_graph import _tools
+
 FOLDED_OPS = ("DEQUANTIZE", "DENSIFY")
-
-
-def _tools():
-    from tensorflow.lite.python import schema_py_generated as schema_fb
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    return schema_fb, flatbuffer_utils
 
 
 def foldable_ops(model) -> list[int]:

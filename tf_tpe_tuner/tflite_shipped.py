@@ -22,20 +22,10 @@ import functools
 import numpy as np
 
 from .tflite_fold import _empty_unused_buffers, foldable_ops
+from .tflite_graph import _text, _tools
 
 FLOAT16_WEIGHTS = True  # the choice recorded in BUILD_NOTES.md ("Shipped models")
 _DEQUANTIZE_FP16_VERSION = 3  # DEQUANTIZE's version for a float16 input (TFLite op versioning)
-
-
-def _tools():
-    from tensorflow.lite.python import schema_py_generated as schema_fb
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    return schema_fb, flatbuffer_utils
-
-
-def _text(name) -> str:
-    return name.decode() if isinstance(name, bytes) else str(name)
 
 
 def _copy_buffer(model, data) -> int:

@@ -37,14 +37,14 @@ def rule_key(record: TrialRecord, unit_order: list[str]) -> tuple:
     return sum(floats), floats
 
 
-def settle(records: list[TrialRecord], noise: float, evaluator, model_of, unit_order: list[str],
-           num_threads: int = 1) -> tuple[TrialRecord, dict[int, float]] | None:
+def settle(records: list[TrialRecord], noise: float, evaluator, model_of,
+           unit_order: list[str]) -> tuple[TrialRecord, dict[int, float]] | None:
     """(the chosen record with its re-measured latency, {trial: re-measured ratio}), or None when
     there is no tie to settle. `model_of(record)` gives a trial's TFLite bytes."""
     contenders = near_ties(records, noise)
     if len(contenders) < 2:
         return None
-    models = {r.trial: TFLiteModel(model_of(r), num_threads) for r in contenders}
+    models = {r.trial: TFLiteModel(model_of(r), evaluator.num_threads) for r in contenders}
     readings: dict[int, list[float]] = {r.trial: [] for r in contenders}
     for _ in range(REMEASURE_ROUNDS):
         for r in contenders:  # interleaved: load changes hit every contender alike

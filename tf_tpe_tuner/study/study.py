@@ -193,7 +193,7 @@ class Study:
             return self._models.get(record.trial) or \
                 self.runner.realizer.realize(int8_units(record.config)).tflite_model
         settled = settle(self._records, self.latency_noise, self.runner.evaluator, model_of,
-                         list(self.space.units), self.runner.evaluator.num_threads)
+                         list(self.space.units))
         if settled is None:
             return
         self._settled, ratios = settled
