@@ -57,6 +57,7 @@ def summary(result: TuningResult) -> dict:
         "fastest_quantized": result.fastest_quantized,
         "latency_noise": result.latency_noise,
         "final_choice": result.final_choice,
+        "latency_model": result.latency_model,
         "stop_reason": result.stop_reason,
         "trials": result.trials,
         "failed_trials": sum(1 for r in result.history if r.status != "ok"),

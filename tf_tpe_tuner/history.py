@@ -35,6 +35,7 @@ class TrialRecord:
     latency_ms: float | None = None  # latency_ratio x this run's fp32 latency
     latency_ratio: float | None = None  # latency / the fp32 model's (what resume scores from)
     latency_source: str | None = None  # LATENCY_SIDE_BY_SIDE or LATENCY_FUNC
+    model_ratio: float | None = None  # the run's latency model's prediction, what the search ranked it by
     loss: float | None = None
     met_criterion: bool = False
     int8_units: list[str] = field(default_factory=list)  # what really ended up int8

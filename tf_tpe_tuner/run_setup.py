@@ -187,10 +187,11 @@ def differences(recorded: dict, now: dict) -> list[str]:
     return out
 
 
-def sensitivity_measure(prepared: PreparedRun, conf: Conf, latency_func: Callable | None):
+def sensitivity_measure(prepared: PreparedRun, conf: Conf, latency_func: Callable | None, timed: bool = True):
     """A function (expired) -> Sensitivity over the searched units, measured through the
     denylist path (the tuning's own realizer when it is the denylist one); `expired()` True
-    stops it part-way."""
+    stops it part-way. `timed`: the one-unit models' latency too (not needed with a
+    `LatencyModel`)."""
     from .sensitivity import unit_sensitivity
 
     def measure(expired):
@@ -200,9 +201,31 @@ def sensitivity_measure(prepared: PreparedRun, conf: Conf, latency_func: Callabl
                                      conf.get("quantization.calibration.batch_size"))
         perf = conf.get("evaluation.performance")
         timing = None  # the latency of each one-unit model too, unless latency does not count
-        if latency_func is None and float(conf.get("tuning.strategy.latency_weight")) > 0:
+        if timed and latency_func is None and float(conf.get("tuning.strategy.latency_weight")) > 0:
             timing = (perf["warmup"], perf["iteration"], perf["num_threads"])
         return unit_sensitivity(prepared.graph, prepared.calib, prepared.space.searched, realizer,
                                 latency=timing, expired=expired)
 
     return measure
+
+
+def latency_model_measure(prepared: PreparedRun, conf: Conf, latency_func: Callable | None):
+    """A function (evaluator) -> the run's `LatencyModel` (`latency_model.py`), or None when the
+    search ranks trials by their own readings: a `latency_func` (its precision is the user's),
+    latency that does not count, the annotation backend, or choices other than int8/fp32."""
+    from .latency_model import from_graph, measure
+
+    space, realizer = prepared.space, prepared.spec.realizer
+    if latency_func is not None or float(conf.get("tuning.strategy.latency_weight")) <= 0 \
+            or realizer.name != "denylist" or getattr(prepared.graph, "kind", None) != "tflite" \
+            or len(space.searched) < 2 or any(tuple(space.choices[u]) != CHOICES for u in space.searched):
+        return None
+
+    def run(evaluator: Evaluator):
+        def ratio(a: bytes, b: bytes) -> float:
+            return TFLiteModel(a, evaluator.num_threads).latency_ratio(
+                TFLiteModel(b, evaluator.num_threads), evaluator.warmup, evaluator.iterations)
+        return measure(from_graph(prepared.graph, space.searched, space.fixed),
+                       lambda int8: realizer.realize(list(int8)).tflite_model, ratio, evaluator.reference_bytes)
+
+    return run

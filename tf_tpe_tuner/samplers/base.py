@@ -101,6 +101,10 @@ class SearchView(Protocol):
     @property
     def sensitivity(self): ...  # tf_tpe_tuner.sensitivity.Sensitivity, if measured
 
+    latency_model: object  # tf_tpe_tuner.latency_model.LatencyModel, or None
+
+    def search_ratio(self, record: TrialRecord) -> float: ...  # the latency ratio it is ranked by
+
 
 class Sampler:
     """Base of the search algorithms; see the module docstring. Subclasses set `name`."""

@@ -15,6 +15,8 @@ outputs are float ends). Fitted by least squares on the one-unit models' measure
 (`Sensitivity.latency`) and every trial's. A one-unit model pays for both of its edges, so a
 unit can look slow alone (the last Dense of a chain: a DEQUANTIZE before it) and be fast next to
 int8 neighbours; the all-int8 trial, with only the model's edges, is what tells `delta` apart.
+With the run's `LatencyModel` (`latency_model.py`) its prediction replaces this fit: nothing
+here then depends on a trial's latency reading.
 
 `propose()` ranks unseen configurations by (predicted to miss the criterion, predicted latency):
 all of them for small spaces, else the fastest configuration by the latency model (flipping one
@@ -32,6 +34,7 @@ import numpy as np
 _ENUMERATE_UP_TO = 12  # units: 4096 configurations are ranked at once
 _RIDGE = 1e-4  # keeps the latency least squares defined while trials are few
 _PRIOR_WEIGHT = 1.0  # of the accuracy prior, per unit, against one trial
+TIE = 0.02  # predicted latencies within 2 % of the fastest are a tie (with a LatencyModel)
 
 
 def _gram(x: np.ndarray) -> np.ndarray:
@@ -57,7 +60,8 @@ class SensitivitySurrogate:
     """
 
     def __init__(self, units: Sequence[str], scores: dict[str, float], latency: dict[str, float],
-                 criterion: float, edges: Sequence[tuple[str | None, str | None, float]]):
+                 criterion: float, edges: Sequence[tuple[str | None, str | None, float]],
+                 latency_model=None):
         self.units = list(units)
         self._index = {u: i for i, u in enumerate(self.units)}
         self._rows: dict[frozenset, np.ndarray] = {}
@@ -76,6 +80,9 @@ class SensitivitySurrogate:
         self._singles = [(frozenset([u]), latency[u]) for u in self.units if latency.get(u, 0) > 0]
         self._trials: list[tuple[frozenset, float]] = []
         self.delta, self.beta = 0.0, np.zeros(n)
+        self.latency_model = latency_model
+        if latency_model is not None:  # what floating each unit alone (from all-int8) saves
+            self.beta = 1.0 - latency_model.ratio_to_int8_rows(_single_flips(np.ones(n)))
         self._fit_latency()
 
     def fit(self, trials: Iterable[tuple[Iterable[str], float, float]]) -> None:
@@ -101,7 +108,7 @@ class SensitivitySurrogate:
 
     def _fit_latency(self) -> None:
         rows = self._singles + self._trials
-        if not rows:
+        if not rows or self.latency_model is not None:
             return
         units = np.stack([self._vector(key) for key, _ in rows])
         x = np.column_stack([self._boundary(units), units])
@@ -131,6 +138,8 @@ class SensitivitySurrogate:
         return float(v @ self.gamma), float(self._latency(v[None, :])[0])
 
     def _latency(self, matrix: np.ndarray) -> np.ndarray:
+        if self.latency_model is not None:
+            return self.latency_model.int8_ratio * self.latency_model.ratio_to_int8_rows(matrix)
         return np.maximum(1.0 + self.delta * self._boundary(matrix) + matrix @ self.beta, 1e-3)
 
     def propose(self, seen: set[frozenset], incumbent: Iterable[str] | None = None
@@ -141,11 +150,18 @@ class SensitivitySurrogate:
         drops = matrix @ self.gamma
         latency = self._latency(matrix)
         seen_rows = {self._vector(key).tobytes() for key in seen}
-        for i in np.lexsort((latency, drops > self.criterion)):
-            if matrix[i].tobytes() not in seen_rows:
-                key = frozenset(u for u, bit in zip(self.units, matrix[i]) if bit)
-                return key, float(drops[i]), float(latency[i])
-        return None
+        unseen = [i for i in np.lexsort((latency, drops > self.criterion)) if matrix[i].tobytes() not in seen_rows]
+        if not unseen:
+            return None
+        first = unseen[0]
+        if self.latency_model is not None and drops[first] <= self.criterion:
+            # predictions this close are not told apart: the rule picks (fewer float units,
+            # then int8 on the earlier units), so that a model measured again picks the same
+            bound = latency[first] * (1.0 + TIE)
+            tied = [i for i in unseen if drops[i] <= self.criterion and latency[i] <= bound]
+            first = min(tied, key=lambda i: (float((1.0 - matrix[i]).sum()), tuple(1.0 - matrix[i])))
+        key = frozenset(u for u, bit in zip(self.units, matrix[first]) if bit)
+        return key, float(drops[first]), float(latency[first])
 
     def _candidates(self, incumbent: Iterable[str] | None) -> np.ndarray:
         n = len(self.units)
@@ -170,11 +186,12 @@ class SensitivitySurrogate:
         until the predicted drop fits the criterion."""
         n = len(self.units)
         row = np.ones(n)
+        gain = TIE if self.latency_model is not None else 0.0  # a flip must save more than a tie
         for _ in range(n):
             flips = _single_flips(row)
             latency = self._latency(flips)
             best = int(np.argmin(latency))
-            if latency[best] >= self._latency(row[None, :])[0]:
+            if latency[best] >= self._latency(row[None, :])[0] * (1.0 - gain):
                 break
             row = flips[best]
         while row @ self.gamma > self.criterion:

@@ -1,6 +1,6 @@
 """TPE's first trials, chosen from the per-unit sensitivity instead of drawn at random.
 
-With latency measured, a `SensitivitySurrogate` (`surrogate.py`) built on the sensitivity and
+With latency measured (a `LatencyModel`, or the one-unit models' readings), a `SensitivitySurrogate` (`surrogate.py`) built on the sensitivity and
 refitted on every trial proposes its fastest unseen configuration predicted to meet the
 criterion, for up to 2 x `n_initial_points` trials (also when it predicts no gain over the best
 so far: each such trial still corrects the model next to its best guess). Without latency (a
@@ -15,7 +15,7 @@ from ..history import STATUS_OK
 from ..sensitivity import Sensitivity, growing_fallbacks
 from ..trial import FP32, INT8, int8_units
 from .base import SearchView, first_unseen
-from .surrogate import SensitivitySurrogate
+from .surrogate import TIE, SensitivitySurrogate
 
 SLOW_UNIT_FP32_PRIOR = 0.6  # at least, for a unit the surrogate finds slower in int8
 
@@ -34,9 +34,10 @@ class SensitivityStart:
         self.budget = 2 * n_initial_points
         self.proposed = 0
         self.surrogate: SensitivitySurrogate | None = None
-        if sensitivity.latency:
+        latency_model = getattr(view, "latency_model", None)
+        if sensitivity.latency or latency_model is not None:
             self.surrogate = SensitivitySurrogate(self.units, sensitivity.scores, sensitivity.latency,
-                                                  view.tolerance, edges)
+                                                  view.tolerance, edges, latency_model)
             self.fit(view)
         self.fallbacks = [view.space.config({u: FP32 if u in set(fp32) else INT8 for u in self.units})
                           for fp32 in growing_fallbacks(sensitivity.ranked())]
@@ -45,8 +46,10 @@ class SensitivityStart:
         """TPE's prior probability of fp32 per unit: by sensitivity, and high for slow units."""
         prior = self.sensitivity.fp32_prior()
         if self.surrogate is not None:
+            # with a LatencyModel, savings within its tie margin do not count (nor decide)
+            floor = TIE if self.surrogate.latency_model is not None else 0.0
             for u, beta in zip(self.units, self.surrogate.beta):
-                if beta > 0:  # slower in int8, even between int8 neighbours
+                if beta > floor:  # slower in int8, even between int8 neighbours
                     prior[u] = max(prior[u], SLOW_UNIT_FP32_PRIOR)
         return prior
 
@@ -54,7 +57,7 @@ class SensitivityStart:
         if self.surrogate is None:
             return
         searched = set(self.units)
-        self.surrogate.fit((int8_units(r.config) & searched, view.drop(r), r.latency_ratio)
+        self.surrogate.fit((int8_units(r.config) & searched, view.drop(r), view.search_ratio(r))
                            for r in view.records if r.status == STATUS_OK and r.latency_ratio)
 
     def ask(self, view: SearchView) -> dict[str, str] | None:

@@ -13,7 +13,7 @@ from typing import Callable, Mapping
 from ..checks import warn_if_baseline_at_chance
 from ..conf import Conf
 from ..history import JsonlHistory, TrialRecord
-from ..run_setup import edges_of, prepare, sensitivity_measure
+from ..run_setup import edges_of, latency_model_measure, prepare, sensitivity_measure
 from ..samplers import SAMPLERS
 from ..study import Baseline, Criterion, StopRule, Study, TuningResult
 from ..study import study as study_clock
@@ -65,14 +65,16 @@ class TuneStrategy:
         resumed = [r if isinstance(r, TrialRecord) else TrialRecord.from_dict(r)
                    for r in (dicts or {}).get("history", []) if not _is_run_line(r)]
         spec = self.prepared.spec
+        measure_latency_model = latency_model_measure(self.prepared, self.conf, latency_func)
         self.study = Study(
             space=self.prepared.space, runner=spec.runner, sampler=self.sampler, criterion=self.criterion,
             loss_config=self.loss_function_config,
             stop_rule=StopRule(self.conf.max_trials, self.conf.timeout, self.conf.patience),
             seed=self.conf.seed, history=self.history_store, resumed=resumed, hooks=q_hooks,
             make_executor=self._make_executor,
-            measure_sensitivity=sensitivity_measure(self.prepared, self.conf, latency_func),
-            edges=edges_of(self.graph), started=started)
+            measure_sensitivity=sensitivity_measure(self.prepared, self.conf, latency_func,
+                                                    timed=measure_latency_model is None),
+            measure_latency_model=measure_latency_model, edges=edges_of(self.graph), started=started)
 
     # -- what the loop holds, read through the strategy ----------------------------------------
     @property
@@ -186,7 +188,7 @@ class TuneStrategy:
             self.study.score(record)
         meeting = [r for r in scored if r.met_criterion]
         if meeting:
-            return min(meeting, key=lambda r: (r.latency_ratio, self.study.drop(r), r.trial))
+            return min(meeting, key=lambda r: (self.study.search_ratio(r), self.study.drop(r), r.trial))
         return min(scored, key=lambda r: (r.loss, r.trial), default=None)
 
     def stop(self, timeout: float | None, trials_count: int) -> bool:

@@ -1,10 +1,13 @@
 """The run's last step: near-ties among the fastest configurations, settled without the noise.
 
+With the run's latency model, the contenders are the fastest few by the model; without one,
+those whose readings are within the noise of the fastest reading.
+
 Every trial's latency is one noisy reading, and the lowest of many noisy readings is biased low:
 left alone, which of two equally fast configurations is handed back depends on the reading. So
 when the search ends, the configurations that meet the criterion within the run's latency noise
 of the fastest (at most `CONTENDERS`) are measured again, side by side in one sitting
-(`REMEASURE_ROUNDS` times each, interleaved, median), and among those whose re-measured ratio
+(`REMEASURE_ROUNDS` times each, interleaved, each with a fresh interpreter, median), and among those whose re-measured ratio
 is within the noise of the lowest, the rule picks: fewer float units first, then int8 on the
 earlier units (in the search space's unit order). The chosen record's latency is the re-measured
 one (also what decides "faster than float"); the history keeps each trial's own reading.
@@ -13,18 +16,24 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import replace
+from typing import Callable
 
 from ..evaluate import TFLiteModel
 from ..history import STATUS_OK, TrialRecord
 
 CONTENDERS = 4
-REMEASURE_ROUNDS = 3
+REMEASURE_ROUNDS = 5
 
 
-def near_ties(records: list[TrialRecord], noise: float) -> list[TrialRecord]:
-    """The meeting quantized trials whose ratio is within `noise` of the fastest one's."""
-    meeting = sorted((r for r in records if r.status == STATUS_OK and r.met_criterion and r.int8_units),
-                     key=lambda r: (r.latency_ratio, r.trial))
+def near_ties(records: list[TrialRecord], noise: float,
+              ranked_by: Callable[[TrialRecord], float] | None = None) -> list[TrialRecord]:
+    """The meeting quantized trials whose reading is within `noise` of the fastest one's; with
+    `ranked_by` (the run's latency model), the `CONTENDERS` fastest by it, whatever their
+    readings (a bound on readings would let the noise choose the contenders)."""
+    meeting = [r for r in records if r.status == STATUS_OK and r.met_criterion and r.int8_units]
+    if ranked_by is not None:
+        return sorted(meeting, key=lambda r: (ranked_by(r), r.trial))[:CONTENDERS]
+    meeting.sort(key=lambda r: (r.latency_ratio, r.trial))
     if not meeting:
         return []
     bound = meeting[0].latency_ratio + noise
@@ -37,19 +46,23 @@ def rule_key(record: TrialRecord, unit_order: list[str]) -> tuple:
     return sum(floats), floats
 
 
-def settle(records: list[TrialRecord], noise: float, evaluator, model_of,
-           unit_order: list[str]) -> tuple[TrialRecord, dict[int, float]] | None:
+def settle(records: list[TrialRecord], noise: float, evaluator, model_of, unit_order: list[str],
+           ranked_by: Callable[[TrialRecord], float] | None = None) -> tuple[TrialRecord, dict[int, float]] | None:
     """(the chosen record with its re-measured latency, {trial: re-measured ratio}), or None when
     there is no tie to settle. `model_of(record)` gives a trial's TFLite bytes."""
-    contenders = near_ties(records, noise)
+    contenders = near_ties(records, noise, ranked_by)
     if len(contenders) < 2:
         return None
-    models = {r.trial: TFLiteModel(model_of(r), evaluator.num_threads) for r in contenders}
+    models = {r.trial: model_of(r) for r in contenders}
     readings: dict[int, list[float]] = {r.trial: [] for r in contenders}
     for _ in range(REMEASURE_ROUNDS):
-        for r in contenders:  # interleaved: load changes hit every contender alike
-            readings[r.trial].append(evaluator.latency_ratio_of(models[r.trial]))
+        for r in contenders:  # interleaved: load changes hit every contender alike; a fresh
+            # interpreter each time: one interpreter's speed can stay off by a few % (its memory)
+            readings[r.trial].append(evaluator.latency_ratio_of(TFLiteModel(models[r.trial], evaluator.num_threads)))
     ratios = {trial: statistics.median(values) for trial, values in readings.items()}
+    # the readings' own spread is the noise here when it exceeds the run's estimate: two fresh
+    # interpreters of one model can differ by more than the float model's twin did
+    noise = max(noise, statistics.median((max(v) - min(v)) / statistics.median(v) for v in readings.values()))
     fastest = min(ratios.values())
     tied = [r for r in contenders if ratios[r.trial] <= fastest + noise]
     chosen = min(tied, key=lambda r: rule_key(r, unit_order))

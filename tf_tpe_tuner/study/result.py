@@ -46,6 +46,7 @@ class TuningResult:
     latency_noise: float = 0.0  # ratios closer than this to each other are not told apart
     sensitivity: Any = None  # tf_tpe_tuner.sensitivity.Sensitivity, when the run measured it
     final_choice: dict | None = None  # near-ties re-measured at the end (study/final_choice.py)
+    latency_model: dict | None = None  # the latency model the search ranked trials by (latency_model.py)
     criterion: Any = None  # the run's study.Criterion (several outputs: every output within its own)
     metric: str | None = None  # what `accuracy` is: top1, MSE, ... or the worst output's share of tolerance
     outputs: list[dict] | None = None  # per scored output: metric, criterion, fp32 and best value, meets

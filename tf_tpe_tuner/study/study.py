@@ -4,6 +4,14 @@
 run through an executor built from the run's `TrialSpec` (in this process, or on Ray workers),
 and the sampler sees the search only through this class's read-only `SearchView` methods.
 
+Latency as the search sees it (`search_ratio`). With a `LatencyModel` (`latency_model.py`,
+measured once at the start of the run on the default backend), trials are ranked by the
+model's prediction for their configuration, not by their own noisy reading: the search's path,
+its best and its patience then do not hang on the noise, and the same seed gives the same
+trials. Each trial's reading is still recorded and shown; the contenders (the fastest few by the
+model) are re-measured side by side at the end (`final_choice.py`). Without a model (a
+`latency_func`, the annotation backend) each trial's own reading ranks it.
+
 Best selection. The float model is a candidate too (it always meets the criterion): the
 fastest trial that meets the criterion is handed back only when it is faster than float by more
 than the latency noise measured in this run; when trials meet the criterion but none is, the
@@ -57,6 +65,7 @@ class Study:
                  resumed: list[TrialRecord] = (), hooks: Mapping[str, Callable] | None = None,
                  make_executor: Callable[[], object] | None = None,
                  measure_sensitivity: Callable[[Callable[[], bool]], object] | None = None,
+                 measure_latency_model: Callable[[object], object] | None = None,
                  edges: list | None = None, started: float | None = None):
         self.space = space
         self._runner_factory, self._runner = runner, None
@@ -70,6 +79,8 @@ class Study:
         self.edges = edges or []
         self._make_executor = make_executor
         self._measure_sensitivity = measure_sensitivity
+        self._measure_latency_model = measure_latency_model
+        self.latency_model = None  # latency_model.LatencyModel, when the run measured one
         self._start = monotonic() if started is None else started
         self.baseline: Baseline | None = None
         self.latency_noise = MIN_LATENCY_NOISE
@@ -118,7 +129,14 @@ class Study:
         if self._settled is not None:
             return self._settled
         meeting = [r for r in self._records if r.status == STATUS_OK and r.met_criterion and r.int8_units]
-        return min(meeting, key=lambda r: (r.latency_ratio, self.drop(r), r.trial), default=None)
+        return min(meeting, key=lambda r: (self.search_ratio(r), self.drop(r), r.trial), default=None)
+
+    def search_ratio(self, record: TrialRecord) -> float:
+        """The latency ratio the search ranks `record` by: the latency model's prediction for its
+        configuration, or (without a model) its own reading."""
+        if self.latency_model is not None:
+            return self.latency_model.predict(int8_units(record.config))
+        return record.latency_ratio
 
     @property
     def tolerance(self) -> float:
@@ -137,6 +155,16 @@ class Study:
         self.latency_noise = max(MIN_LATENCY_NOISE, self.runner.evaluator.latency_noise())
         log.info("fp32 baseline: accuracy %.4f, latency %.4f ms (latency noise %.1f %%)",
                  evaluation.accuracy, evaluation.latency_ms, 100 * self.latency_noise)
+        if self._measure_latency_model is not None:
+            try:
+                self.latency_model = self._measure_latency_model(self.runner.evaluator)
+                model = self.latency_model
+                log.info("latency model: all-int8 %.3fx float; fit residual %.1f %%, readings spread "
+                         "%.1f %% (%d designs)", model.int8_ratio, 100 * model.residual,
+                         100 * model.spread, len(model.designs))
+            except Exception as err:  # noqa: BLE001  the search works on the trials' readings
+                log.warning("latency model not measured (%s: %s); trials are ranked by their own "
+                            "latency readings", type(err).__name__, err)
         for record in self._resumed:  # scored against this run's baseline, from their ratios
             before = self._current_best_ratio()
             self._remember(record)
@@ -146,7 +174,9 @@ class Study:
 
     def _note_improvement(self, before: float | None) -> None:
         now = self._current_best_ratio()
-        if now is not None and (before is None or now < before - self.latency_noise):
+        # the model's predictions carry no reading noise: a fixed margin keeps this deterministic
+        margin = MIN_LATENCY_NOISE if self.latency_model is not None else self.latency_noise
+        if now is not None and (before is None or now < before - margin):
             self._improved_at = len(self._records)
 
     def run(self) -> TuningResult:
@@ -193,7 +223,7 @@ class Study:
             return self._models.get(record.trial) or \
                 self.runner.realizer.realize(int8_units(record.config)).tflite_model
         settled = settle(self._records, self.latency_noise, self.runner.evaluator, model_of,
-                         list(self.space.units))
+                         list(self.space.units), self._contender_ratio())
         if settled is None:
             return
         self._settled, ratios = settled
@@ -302,7 +332,9 @@ class Study:
         record.latency_ms = record.latency_ratio * base.latency_ms
         drop = self.criterion.drop(base.accuracy, record.accuracy)
         record.met_criterion = within(drop, self.criterion.tolerance)
-        record.loss = calculate_loss(drop, 1.0 / record.latency_ratio, self.loss_config)
+        if self.latency_model is not None:
+            record.model_ratio = round(self.search_ratio(record), 6)
+        record.loss = calculate_loss(drop, 1.0 / self.search_ratio(record), self.loss_config)
 
     def _check_not_broken(self, outcome: TrialOutcome) -> None:
         """The tool's own error on each of the first trials alike is a bug, not data: stop."""
@@ -319,7 +351,12 @@ class Study:
     # -- choosing and stopping ------------------------------------------------------------------
     def _current_best_ratio(self) -> float | None:
         best = self.best()
-        return best.latency_ratio if best is not None else None
+        return self.search_ratio(best) if best is not None else None
+
+    def _contender_ratio(self) -> Callable[[TrialRecord], float] | None:
+        """What ranks the contenders of the final choice: the model (the fastest few, whatever
+        their readings), or without one each trial's reading (those within its noise)."""
+        return self.search_ratio if self.latency_model is not None else None
 
     def beats_float(self, record: TrialRecord | None) -> bool:
         return record is not None and record.latency_ratio < 1.0 - self.latency_noise
@@ -369,7 +406,7 @@ class Study:
     def _keep_only_candidate_models(self) -> None:
         """TFLite bytes are kept for the trials that could still be handed back only."""
         keep = {r.trial for r in (self.best(), self.chosen()[1]) if r is not None}
-        keep |= {r.trial for r in near_ties(self._records, self.latency_noise)}  # settled at the end
+        keep |= {r.trial for r in near_ties(self._records, self.latency_noise, self._contender_ratio())}
         for trial in list(self._models):
             if trial not in keep:
                 del self._models[trial]
@@ -403,4 +440,5 @@ class Study:
             stop_reason=self.stop_reason, interrupted=interrupted, handed_back=kind,
             fastest_quantized=({"trial": fastest.trial, "latency_ratio": fastest.latency_ratio}
                                if kind == FLOAT else None),
-            latency_noise=self.latency_noise, sensitivity=self.sensitivity, final_choice=self.final_choice)
+            latency_noise=self.latency_noise, sensitivity=self.sensitivity, final_choice=self.final_choice,
+            latency_model=self.latency_model.summary() if self.latency_model is not None else None)

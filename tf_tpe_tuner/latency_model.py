@@ -1,0 +1,161 @@
+"""A latency model measured once per run, so that the search does not follow noisy readings.
+
+Every trial's latency reading is noisy (on this machine an all-int8 model's ratio to float read
+0.64 and 0.74 in one process), so a search that ranks its trials by their readings takes a
+different path in every run, even with the same seed. The search ranks them by this model
+instead: the configurations it proposes depend on accuracy (deterministic) and on the model,
+whose few parameters are measured side by side, each from a large difference, at the start.
+
+The model, as a latency ratio to the all-int8 model:
+
+    1 + sum_t A[t] * float_share[t] + C * (boundary - boundary of all-int8)
+
+`float_share[t]`: the share of op type t's multiply-adds (the graph's `macs`) that runs float;
+`A[t]`: what running all of type t float costs (or saves) next to int8 neighbours;
+`boundary`: the elements of the tensors whose two ends run in different precisions (each costs a
+QUANTIZE or DEQUANTIZE; model inputs and outputs and ops that are not units are float ends),
+relative to the model's tensors; `C`: what a boundary element costs. Within one op type, which
+unit is cheaper to keep float is decided by the graph alone (multiply-adds, tensor sizes);
+the measurement decides between op types, where differences are large.
+
+Measured designs, each as a ratio to the all-int8 model: every type float; every other unit of
+each type float (more boundaries for the same share); all-float. Fitted by least squares; the
+ratio of all-int8 to float is measured too (`int8_ratio`), to express the model as a ratio to
+float. The fit's residual is reported as the model's own error (`residual`).
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+REPEATS = 3  # readings per design, each with fresh interpreters; the median is fitted
+MORE_REPEATS = 4  # more when the first ones disagree by over AGREE (a disturbance of the machine)
+AGREE = 0.02
+
+
+@dataclass
+class LatencyModel:
+    units: list[str]  # the searched units
+    kinds: dict[str, str]  # unit -> op type
+    shares: dict[str, float]  # unit -> its share of its op type's multiply-adds
+    edges: list[tuple[str | None, str | None, float]]  # (unit, unit, elements); None: a float end
+    fixed_int8: frozenset[str] = frozenset()  # units not searched that are int8 in every trial
+    cost: dict[str, float] = field(default_factory=dict)  # op type -> A[t]
+    boundary_cost: float = 0.0  # C
+    int8_ratio: float = 1.0  # all-int8 latency / fp32 latency, measured
+    residual: float = 0.0  # RMS of the fit's residuals, as a ratio to all-int8
+    spread: float = 0.0  # largest spread of one design's readings, as a ratio to all-int8
+    designs: dict[str, float] = field(default_factory=dict)  # design -> measured ratio to all-int8
+
+    def __post_init__(self) -> None:
+        index = {u: i for i, u in enumerate(self.units)}
+        on, off = len(self.units), len(self.units) + 1  # columns: always int8, always float
+        def column(end: str | None) -> int:
+            if end in index:
+                return index[end]
+            return on if end in self.fixed_int8 else off
+        self._ends = [np.array([column(e[k]) for e in self.edges], dtype=int) for k in (0, 1)]
+        total = sum(e[2] for e in self.edges) or 1.0
+        self._sizes = np.array([e[2] / total for e in self.edges])
+        self._type_shares = np.zeros((len(self.units), len(self.types)))
+        for i, u in enumerate(self.units):
+            self._type_shares[i, self.types.index(self.kinds[u])] = self.shares[u]
+        self._base = self._boundary(np.ones((1, len(self.units))))[0]
+
+    @property
+    def types(self) -> list[str]:
+        return sorted(set(self.kinds.values()))
+
+    def _boundary(self, rows: np.ndarray) -> np.ndarray:
+        """Per configuration row (1 = int8, per unit): the elements of the tensors that change
+        precision, relative to all tensors between units."""
+        padded = np.column_stack([rows, np.ones(len(rows)), np.zeros(len(rows))])
+        cut = padded[:, self._ends[0]] != padded[:, self._ends[1]]
+        return cut @ self._sizes
+
+    def features(self, rows: np.ndarray) -> np.ndarray:
+        """(float share per op type in `types` order..., boundary change) per configuration row."""
+        rows = np.atleast_2d(rows)
+        return np.column_stack([(1.0 - rows) @ self._type_shares, self._boundary(rows) - self._base])
+
+    def row(self, int8: Iterable[str]) -> np.ndarray:
+        int8 = set(int8)
+        return np.array([1.0 if u in int8 else 0.0 for u in self.units])
+
+    def ratio_to_int8_rows(self, rows: np.ndarray) -> np.ndarray:
+        theta = np.array([self.cost.get(t, 0.0) for t in self.types] + [self.boundary_cost])
+        return np.maximum(1.0 + self.features(rows) @ theta, 1e-3)
+
+    def ratio_to_int8(self, int8: Iterable[str]) -> float:
+        return float(self.ratio_to_int8_rows(self.row(int8))[0])
+
+    def predict(self, int8: Iterable[str]) -> float:
+        """The configuration's latency as a ratio to the float model's."""
+        return self.int8_ratio * self.ratio_to_int8(int8)
+
+    def fit(self, readings: Mapping[str, tuple[frozenset[str], float]]) -> None:
+        """Least squares over the designs: {name: (int8 units, measured ratio to all-int8)}."""
+        x = self.features(np.stack([self.row(int8) for int8, _ in readings.values()]))
+        y = np.array([ratio - 1.0 for _, ratio in readings.values()])
+        theta, *_ = np.linalg.lstsq(x, y, rcond=None)
+        self.cost = {t: float(a) for t, a in zip(self.types, theta[:-1])}
+        self.boundary_cost = float(theta[-1])
+        self.residual = float(np.sqrt(np.mean((x @ theta - y) ** 2)))
+        self.designs = {name: round(ratio, 4) for name, (_, ratio) in readings.items()}
+
+    def summary(self) -> dict:
+        """What summary.json records of the model."""
+        return {"int8_ratio": round(self.int8_ratio, 4), "cost_per_type": {t: round(a, 4) for t, a in self.cost.items()},
+                "boundary_cost": round(self.boundary_cost, 4), "residual": round(self.residual, 4),
+                "spread": round(self.spread, 4), "designs": self.designs}
+
+
+def designs(units: Sequence[str], kinds: Mapping[str, str]) -> dict[str, frozenset[str]]:
+    """The configurations measured (by their int8 units): each op type float, every other unit
+    of each op type float, all-float."""
+    out: dict[str, frozenset[str]] = {}
+    everything = frozenset(units)
+    for t in sorted(set(kinds.values())):
+        of_type = [u for u in units if kinds[u] == t]
+        out[f"{t} float"] = everything - frozenset(of_type)
+        if len(of_type) >= 2:
+            out[f"{t} every other float"] = everything - frozenset(of_type[::2])
+    out["all float"] = frozenset()
+    return out
+
+
+def measure(model: LatencyModel, realize: Callable[[Sequence[str]], bytes],
+            ratio: Callable[[bytes, bytes], float], float_bytes: bytes,
+            repeats: int = REPEATS) -> LatencyModel:
+    """Measure the designs side by side with the all-int8 model (`ratio(a, b)`: a's latency over
+    b's, interleaved) and fit `model`; `realize(int8 units)` gives a configuration's TFLite bytes."""
+    int8_bytes = realize(list(model.units))
+    readings, spreads = {}, []
+    for name, int8 in designs(model.units, model.kinds).items():
+        tflite = float_bytes if not int8 else realize(sorted(int8))
+        values = [ratio(tflite, int8_bytes) for _ in range(repeats)]
+        if (max(values) - min(values)) / statistics.median(values) > AGREE:
+            values += [ratio(tflite, int8_bytes) for _ in range(MORE_REPEATS)]
+        spreads.append((max(values) - min(values)) / statistics.median(values))
+        readings[name] = (int8, statistics.median(values))
+    model.fit(readings)
+    model.spread = max(spreads)
+    model.int8_ratio = 1.0 / readings["all float"][1]
+    return model
+
+
+def from_graph(graph, searched: Sequence[str], fixed: Mapping[str, str]) -> LatencyModel:
+    """The model's structure from a TFLite graph (`tflite_graph.TfliteGraph`): op types,
+    multiply-add shares within each type, tensors between units."""
+    kinds = {u: graph.unit(u).layer_types[0] for u in searched}
+    macs = {u: sum(graph.macs.get(n, 0) for n in graph.unit(u).layers) or 1 for u in searched}
+    per_type: dict[str, float] = {}
+    for u in searched:
+        per_type[kinds[u]] = per_type.get(kinds[u], 0) + macs[u]
+    shares = {u: macs[u] / per_type[kinds[u]] for u in searched}
+    fixed_int8 = frozenset(u for u, choice in fixed.items() if choice == "int8")
+    return LatencyModel(list(searched), kinds, shares, [(a, b, float(n)) for a, b, n in graph.edges],
+                        fixed_int8)
