@@ -34,6 +34,7 @@ import numpy as np
 REPEATS = 3  # readings per design, each with fresh interpreters; the median is fitted
 MORE_REPEATS = 4  # more when the first ones disagree by over AGREE (a disturbance of the machine)
 AGREE = 0.02
+NEGLIGIBLE = 0.02  # an op type's cost below 2 % of the all-int8 latency counts as none
 
 
 @dataclass
@@ -97,10 +98,19 @@ class LatencyModel:
         return self.int8_ratio * self.ratio_to_int8(int8)
 
     def fit(self, readings: Mapping[str, tuple[frozenset[str], float]]) -> None:
-        """Least squares over the designs: {name: (int8 units, measured ratio to all-int8)}."""
+        """Least squares over the designs: {name: (int8 units, measured ratio to all-int8)}.
+        An op type whose whole cost is under `NEGLIGIBLE` is set to 0 and the rest refitted:
+        such a cost is mostly noise, and its sign would order configurations differently in
+        every run."""
         x = self.features(np.stack([self.row(int8) for int8, _ in readings.values()]))
         y = np.array([ratio - 1.0 for _, ratio in readings.values()])
+        keep = np.ones(x.shape[1], dtype=bool)
         theta, *_ = np.linalg.lstsq(x, y, rcond=None)
+        small = np.abs(theta[:-1]) < NEGLIGIBLE
+        if small.any():
+            keep[:-1] = ~small
+            theta = np.zeros(x.shape[1])
+            theta[keep], *_ = np.linalg.lstsq(x[:, keep], y, rcond=None)
         self.cost = {t: float(a) for t, a in zip(self.types, theta[:-1])}
         self.boundary_cost = float(theta[-1])
         self.residual = float(np.sqrt(np.mean((x @ theta - y) ** 2)))

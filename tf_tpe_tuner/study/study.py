@@ -39,7 +39,7 @@ from ..history import STATUS_FAILED, STATUS_OK, JsonlHistory, TrialRecord, confi
 from ..samplers.base import EXHAUSTED, WAIT, Sampler, SearchSpace, random_unseen
 from ..trial import ORIGIN_LOST, ORIGIN_TOOL, TrialOutcome, TrialRunner, int8_units
 from .criterion import Criterion, within
-from .final_choice import near_ties, settle
+from .final_choice import near_ties, rule_key, settle
 from .loss import calculate_loss
 from .result import BEST_ATTEMPT, FLOAT, QUANTIZED, Baseline, TuningResult
 
@@ -129,7 +129,13 @@ class Study:
         if self._settled is not None:
             return self._settled
         meeting = [r for r in self._records if r.status == STATUS_OK and r.met_criterion and r.int8_units]
-        return min(meeting, key=lambda r: (self.search_ratio(r), self.drop(r), r.trial), default=None)
+        fastest = min(meeting, key=lambda r: (self.search_ratio(r), self.drop(r), r.trial), default=None)
+        if fastest is None or self.latency_model is None:
+            return fastest
+        # predictions within the tie margin are not told apart: the final choice's rule picks
+        bound = self.search_ratio(fastest) * (1.0 + MIN_LATENCY_NOISE)
+        return min((r for r in meeting if self.search_ratio(r) <= bound),
+                   key=lambda r: (rule_key(r, list(self.space.units)), r.trial))
 
     def search_ratio(self, record: TrialRecord) -> float:
         """The latency ratio the search ranks `record` by: the latency model's prediction for its
