@@ -35,6 +35,7 @@ REPEATS = 3  # readings per design, each with fresh interpreters; the median is 
 MORE_REPEATS = 4  # more when the first ones disagree by over AGREE (a disturbance of the machine)
 AGREE = 0.02
 NEGLIGIBLE = 0.02  # an op type's cost below 2 % of the all-int8 latency counts as none
+TIE_FLOOR = 0.02  # predictions within 2 % are a tie, or within the measured noise when larger
 
 
 @dataclass
@@ -48,7 +49,7 @@ class LatencyModel:
     boundary_cost: float = 0.0  # C
     int8_ratio: float = 1.0  # all-int8 latency / fp32 latency, measured
     residual: float = 0.0  # RMS of the fit's residuals, as a ratio to all-int8
-    spread: float = 0.0  # largest spread of one design's readings, as a ratio to all-int8
+    noise: float = 0.0  # the median design's spread of readings (max - min) / median
     designs: dict[str, float] = field(default_factory=dict)  # design -> measured ratio to all-int8
 
     def __post_init__(self) -> None:
@@ -120,7 +121,13 @@ class LatencyModel:
         """What summary.json records of the model."""
         return {"int8_ratio": round(self.int8_ratio, 4), "cost_per_type": {t: round(a, 4) for t, a in self.cost.items()},
                 "boundary_cost": round(self.boundary_cost, 4), "residual": round(self.residual, 4),
-                "spread": round(self.spread, 4), "designs": self.designs}
+                "noise": round(self.noise, 4), "tie": round(self.tie, 4), "designs": self.designs}
+
+    @property
+    def tie(self) -> float:
+        """Predicted latencies closer than this (relative) are not told apart: the search and
+        the best then follow the rule (fewer float units, then int8 on the earlier units)."""
+        return max(TIE_FLOOR, self.noise)
 
 
 def designs(units: Sequence[str], kinds: Mapping[str, str]) -> dict[str, frozenset[str]]:
@@ -152,7 +159,7 @@ def measure(model: LatencyModel, realize: Callable[[Sequence[str]], bytes],
         spreads.append((max(values) - min(values)) / statistics.median(values))
         readings[name] = (int8, statistics.median(values))
     model.fit(readings)
-    model.spread = max(spreads)
+    model.noise = statistics.median(spreads)
     model.int8_ratio = 1.0 / readings["all float"][1]
     return model
 

@@ -34,7 +34,6 @@ import numpy as np
 _ENUMERATE_UP_TO = 12  # units: 4096 configurations are ranked at once
 _RIDGE = 1e-4  # keeps the latency least squares defined while trials are few
 _PRIOR_WEIGHT = 1.0  # of the accuracy prior, per unit, against one trial
-TIE = 0.02  # predicted latencies within 2 % of the fastest are a tie (with a LatencyModel)
 
 
 def _gram(x: np.ndarray) -> np.ndarray:
@@ -157,7 +156,7 @@ class SensitivitySurrogate:
         if self.latency_model is not None and drops[first] <= self.criterion:
             # predictions this close are not told apart: the rule picks (fewer float units,
             # then int8 on the earlier units), so that a model measured again picks the same
-            bound = latency[first] * (1.0 + TIE)
+            bound = latency[first] * (1.0 + self.latency_model.tie)
             tied = [i for i in unseen if drops[i] <= self.criterion and latency[i] <= bound]
             first = min(tied, key=lambda i: (float((1.0 - matrix[i]).sum()), tuple(1.0 - matrix[i])))
         key = frozenset(u for u, bit in zip(self.units, matrix[first]) if bit)
@@ -186,7 +185,7 @@ class SensitivitySurrogate:
         until the predicted drop fits the criterion."""
         n = len(self.units)
         row = np.ones(n)
-        gain = TIE if self.latency_model is not None else 0.0  # a flip must save more than a tie
+        gain = self.latency_model.tie if self.latency_model is not None else 0.0  # more than a tie
         for _ in range(n):
             flips = _single_flips(row)
             latency = self._latency(flips)

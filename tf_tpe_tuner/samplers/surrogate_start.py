@@ -15,7 +15,7 @@ from ..history import STATUS_OK
 from ..sensitivity import Sensitivity, growing_fallbacks
 from ..trial import FP32, INT8, int8_units
 from .base import SearchView, first_unseen
-from .surrogate import TIE, SensitivitySurrogate
+from .surrogate import SensitivitySurrogate
 
 SLOW_UNIT_FP32_PRIOR = 0.6  # at least, for a unit the surrogate finds slower in int8
 
@@ -47,7 +47,7 @@ class SensitivityStart:
         prior = self.sensitivity.fp32_prior()
         if self.surrogate is not None:
             # with a LatencyModel, savings within its tie margin do not count (nor decide)
-            floor = TIE if self.surrogate.latency_model is not None else 0.0
+            floor = self.surrogate.latency_model.tie if self.surrogate.latency_model is not None else 0.0
             for u, beta in zip(self.units, self.surrogate.beta):
                 if beta > floor:  # slower in int8, even between int8 neighbours
                     prior[u] = max(prior[u], SLOW_UNIT_FP32_PRIOR)

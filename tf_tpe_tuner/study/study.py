@@ -133,7 +133,7 @@ class Study:
         if fastest is None or self.latency_model is None:
             return fastest
         # predictions within the tie margin are not told apart: the final choice's rule picks
-        bound = self.search_ratio(fastest) * (1.0 + MIN_LATENCY_NOISE)
+        bound = self.search_ratio(fastest) * (1.0 + self.latency_model.tie)
         return min((r for r in meeting if self.search_ratio(r) <= bound),
                    key=lambda r: (rule_key(r, list(self.space.units)), r.trial))
 
@@ -165,9 +165,9 @@ class Study:
             try:
                 self.latency_model = self._measure_latency_model(self.runner.evaluator)
                 model = self.latency_model
-                log.info("latency model: all-int8 %.3fx float; fit residual %.1f %%, readings spread "
-                         "%.1f %% (%d designs)", model.int8_ratio, 100 * model.residual,
-                         100 * model.spread, len(model.designs))
+                log.info("latency model: all-int8 %.3fx float; fit residual %.1f %%, noise of a reading "
+                         "%.1f %% (%d designs): predictions within %.1f %% are ties", model.int8_ratio,
+                         100 * model.residual, 100 * model.noise, len(model.designs), 100 * model.tie)
             except Exception as err:  # noqa: BLE001  the search works on the trials' readings
                 log.warning("latency model not measured (%s: %s); trials are ranked by their own "
                             "latency readings", type(err).__name__, err)
@@ -180,8 +180,7 @@ class Study:
 
     def _note_improvement(self, before: float | None) -> None:
         now = self._current_best_ratio()
-        # the model's predictions carry no reading noise: a fixed margin keeps this deterministic
-        margin = MIN_LATENCY_NOISE if self.latency_model is not None else self.latency_noise
+        margin = self.latency_model.tie if self.latency_model is not None else self.latency_noise
         if now is not None and (before is None or now < before - margin):
             self._improved_at = len(self._records)
 
