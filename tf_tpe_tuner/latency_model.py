@@ -21,7 +21,8 @@ the measurement decides between op types, where differences are large.
 Measured designs, each as a ratio to the all-int8 model: every type float; every other unit of
 each type float (more boundaries for the same share); all-float. Fitted by least squares; the
 ratio of all-int8 to float is measured too (`int8_ratio`), to express the model as a ratio to
-float. The fit's residual is reported as the model's own error (`residual`).
+float. Reported: the fit's residual (`residual`) and the noise of one reading (`noise`: the
+median design's spread); predictions closer than the noise (at least 2 %, `tie`) are ties.
 """
 from __future__ import annotations
 

@@ -1,0 +1,104 @@
+"""The latency model the search ranks trials by (issue 15, item 2): built from the TFLite graph,
+fitted on side-by-side readings, and what makes the search's path independent of each trial's
+own noisy latency reading."""
+import copy
+import json
+
+import numpy as np
+import pytest
+
+from conftest import fast_conf
+from tf_tpe_tuner import latency_model, run_setup, tune
+from tf_tpe_tuner.data import ArrayData
+from tf_tpe_tuner.evaluate import TFLiteModel
+from tf_tpe_tuner.realizers import make_realizer
+
+
+@pytest.fixture(scope="module")
+def cnn_graph(cnn, digits):
+    (x, _), _ = digits
+    graph = run_setup.model_graph(cnn)
+    return graph, make_realizer("denylist", graph, ArrayData([x[:64]]))
+
+
+def test_features_of_all_int8_and_all_float(cnn_graph):
+    graph, _ = cnn_graph
+    model = latency_model.from_graph(graph, graph.unit_names, {})
+    assert model.types == sorted({"CONV_2D", "FULLY_CONNECTED", "SOFTMAX"})
+    assert np.allclose(model.features(model.row(graph.unit_names)), 0.0)  # the reference point
+    everything_float = model.features(model.row([]))[0]
+    assert np.allclose(everything_float[:-1], 1.0)  # each type's whole share runs float
+    assert everything_float[-1] < 0  # the model's own input QUANTIZE and output DEQUANTIZE go
+    # one conv float between int8 neighbours: two tensors change precision, more than all-int8
+    one = model.features(model.row([u for u in graph.unit_names if u != "conv2"]))[0]
+    assert one[-1] > 0 and 0 < one[model.types.index("CONV_2D")] < 1
+
+
+def test_fit_recovers_known_costs_and_drops_negligible_ones(cnn_graph):
+    """Readings made from known costs are fitted back; a type costing under 2 % becomes 0."""
+    graph, _ = cnn_graph
+    truth = latency_model.from_graph(graph, graph.unit_names, {})
+    truth.cost = {"CONV_2D": 0.6, "FULLY_CONNECTED": 0.2, "SOFTMAX": 0.004}
+    truth.boundary_cost = 0.3
+    readings = {name: (int8, truth.ratio_to_int8(int8))
+                for name, int8 in latency_model.designs(truth.units, truth.kinds).items()}
+    fitted = latency_model.from_graph(graph, graph.unit_names, {})
+    fitted.fit(readings)
+    assert fitted.cost["SOFTMAX"] == 0.0
+    assert fitted.cost["CONV_2D"] == pytest.approx(0.6, abs=0.01)
+    assert fitted.cost["FULLY_CONNECTED"] == pytest.approx(0.2, abs=0.01)
+    assert fitted.boundary_cost == pytest.approx(0.3, abs=0.01)
+
+
+def test_measured_on_the_cnn(cnn_graph):
+    """Measured for real: the all-int8 model is `int8_ratio` x float, the fit follows the
+    designs, and the noise is reported."""
+    graph, realizer = cnn_graph
+    def ratio(a, b):
+        return TFLiteModel(a).latency_ratio(TFLiteModel(b), 5, 50)
+    model = latency_model.measure(latency_model.from_graph(graph, graph.unit_names, {}),
+                                  lambda int8: realizer.realize(list(int8)).tflite_model, ratio,
+                                  realizer.realize_float().tflite_model)
+    assert model.predict(graph.unit_names) == pytest.approx(model.int8_ratio)
+    assert 0.2 < model.int8_ratio < 1.5
+    assert set(model.designs) == set(latency_model.designs(model.units, model.kinds))
+    assert model.residual < 0.2 and model.noise >= 0 and model.tie >= latency_model.TIE_FLOOR
+    assert json.dumps(model.summary())  # what summary.json records
+
+
+def _int8_sets(result) -> list[tuple]:
+    return [tuple(sorted(u for u, c in r.config.items() if c == "int8")) for r in result.history]
+
+
+def test_trial_readings_do_not_steer_the_search(cnn, digits, tmp_path, monkeypatch):
+    """Two runs with one seed and one latency model; in the second every trial's latency
+    reading is off by a factor of 0.5 to 2, at random. The same configurations are tried in the same
+    order: the search follows the model. (With `latency_model_measure` giving None, the
+    readings rank the trials and this fails.)"""
+    (x, _), (xt, yt) = digits
+    measured = []
+    make = run_setup.latency_model_measure
+
+    def once(prepared, conf, latency_func):
+        run = make(prepared, conf, latency_func)
+        def cached(evaluator):
+            if not measured:
+                measured.append(run(evaluator))
+            return copy.deepcopy(measured[0])
+        return cached
+    monkeypatch.setattr(run_setup, "latency_model_measure", once)
+    from tf_tpe_tuner.strategy import base
+    monkeypatch.setattr(base, "latency_model_measure", once)
+    conf = fast_conf(exit_policy={"max_trials": 8}, accuracy_criterion={"relative": 0.01})
+    first = tune(cnn, conf, x[:64], eval_data=(xt, yt), output_dir=str(tmp_path / "a"), report=False)
+    assert first.latency_model is not None
+
+    rng = np.random.default_rng(0)
+    reading = TFLiteModel.latency_ratio
+    monkeypatch.setattr(TFLiteModel, "latency_ratio",
+                        lambda self, *a, **k: reading(self, *a, **k) * rng.uniform(0.5, 2.0))
+    second = tune(cnn, conf, x[:64], eval_data=(xt, yt), output_dir=str(tmp_path / "b"), report=False)
+    assert _int8_sets(second) == _int8_sets(first), (_int8_sets(first), _int8_sets(second))
+    assert [r.model_ratio for r in second.history] == [r.model_ratio for r in first.history]
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["latency_model"]["tie"] >= latency_model.TIE_FLOOR
