@@ -62,7 +62,7 @@ def test_measured_on_the_cnn(cnn_graph):
     assert model.predict(graph.unit_names) == pytest.approx(model.int8_ratio)
     assert 0.2 < model.int8_ratio < 1.5
     assert set(model.designs) == set(latency_model.designs(model.units, model.kinds))
-    assert model.residual < 0.2 and model.noise >= 0 and model.tie >= latency_model.TIE_FLOOR
+    assert model.residual < 0.2 and model.noise >= 0 and model.tie == latency_model.TIE
     assert json.dumps(model.summary())  # what summary.json records
 
 
@@ -101,4 +101,4 @@ def test_trial_readings_do_not_steer_the_search(cnn, digits, tmp_path, monkeypat
     assert _int8_sets(second) == _int8_sets(first), (_int8_sets(first), _int8_sets(second))
     assert [r.model_ratio for r in second.history] == [r.model_ratio for r in first.history]
     summary = json.loads((tmp_path / "b" / "summary.json").read_text())
-    assert summary["latency_model"]["tie"] >= latency_model.TIE_FLOOR
+    assert summary["latency_model"]["tie"] == latency_model.TIE

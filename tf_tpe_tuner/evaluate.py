@@ -294,15 +294,15 @@ class Evaluator:
     def latency_source(self) -> str:
         return LATENCY_FUNC if self.latency_func is not None else LATENCY_SIDE_BY_SIDE
 
-    def latency_noise(self, repeats: int = 3) -> float:
-        """How far the fp32 model's ratio to itself strays from 1 (the largest of `repeats`
-        side-by-side measurements): differences below it are noise. 0 with a latency_func,
-        whose precision the tuner cannot know."""
+    def latency_noise(self, repeats: int = 5) -> float:
+        """How far the fp32 model's ratio to a fresh copy of itself strays from 1 (the median of
+        `repeats` side-by-side measurements, each with a fresh copy: one disturbed reading does
+        not set the noise of the whole run): differences below it are noise. 0 with a
+        latency_func, whose precision the tuner cannot know."""
         if self._reference is None or self.latency_func is not None:
             return 0.0
-        twin = TFLiteModel(self._reference_bytes, self.num_threads)
-        return max(abs(twin.latency_ratio(self._reference, self.warmup, self.iterations) - 1.0)
-                   for _ in range(repeats))
+        return float(np.median([abs(TFLiteModel(self._reference_bytes, self.num_threads).latency_ratio(
+            self._reference, self.warmup, self.iterations) - 1.0) for _ in range(repeats)]))
 
     def _latency(self, model: TFLiteModel) -> tuple[float, float | None]:
         """(milliseconds, ratio to the reference or None when no reference is set)."""

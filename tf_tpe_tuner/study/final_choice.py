@@ -1,7 +1,9 @@
 """The run's last step: near-ties among the fastest configurations, settled without the noise.
 
-With the run's latency model, the contenders are the fastest few by the model; without one,
-those whose readings are within the noise of the fastest reading.
+With the run's latency model, the contenders are the fastest few by the model, and the search's
+own best (by the model, ties by the rule) stays the choice unless another contender re-measures
+faster by more than the noise; without a model, the contenders are those whose readings are
+within the noise of the fastest reading.
 
 Every trial's latency is one noisy reading, and the lowest of many noisy readings is biased low:
 left alone, which of two equally fast configurations is handed back depends on the reading. So
@@ -47,9 +49,12 @@ def rule_key(record: TrialRecord, unit_order: list[str]) -> tuple:
 
 
 def settle(records: list[TrialRecord], noise: float, evaluator, model_of, unit_order: list[str],
-           ranked_by: Callable[[TrialRecord], float] | None = None) -> tuple[TrialRecord, dict[int, float]] | None:
+           ranked_by: Callable[[TrialRecord], float] | None = None,
+           preferred: TrialRecord | None = None) -> tuple[TrialRecord, dict[int, float]] | None:
     """(the chosen record with its re-measured latency, {trial: re-measured ratio}), or None when
-    there is no tie to settle. `model_of(record)` gives a trial's TFLite bytes."""
+    there is no tie to settle. `model_of(record)` gives a trial's TFLite bytes. `preferred`
+    (with `ranked_by`: the search's best by the latency model and the rule) stays the choice
+    unless a contender re-measures faster by more than the noise."""
     contenders = near_ties(records, noise, ranked_by)
     if len(contenders) < 2:
         return None
@@ -64,8 +69,11 @@ def settle(records: list[TrialRecord], noise: float, evaluator, model_of, unit_o
     # interpreters of one model can differ by more than the float model's twin did
     noise = max(noise, statistics.median((max(v) - min(v)) / statistics.median(v) for v in readings.values()))
     fastest = min(ratios.values())
-    tied = [r for r in contenders if ratios[r.trial] <= fastest + noise]
-    chosen = min(tied, key=lambda r: rule_key(r, unit_order))
+    if preferred is not None and preferred.trial in ratios and ratios[preferred.trial] <= fastest + noise:
+        chosen = preferred
+    else:
+        tied = [r for r in contenders if ratios[r.trial] <= fastest + noise]
+        chosen = min(tied, key=lambda r: rule_key(r, unit_order))
     ratio = ratios[chosen.trial]
     scale = chosen.latency_ms / chosen.latency_ratio if chosen.latency_ratio else 0.0
     return replace(chosen, latency_ratio=ratio, latency_ms=ratio * scale), ratios

@@ -228,7 +228,8 @@ class Study:
             return self._models.get(record.trial) or \
                 self.runner.realizer.realize(int8_units(record.config)).tflite_model
         settled = settle(self._records, self.latency_noise, self.runner.evaluator, model_of,
-                         list(self.space.units), self._contender_ratio())
+                         list(self.space.units), self._contender_ratio(),
+                         self.best() if self.latency_model is not None else None)
         if settled is None:
             return
         self._settled, ratios = settled
