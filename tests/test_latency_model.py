@@ -35,7 +35,7 @@ def test_features_of_all_int8_and_all_float(cnn_graph):
 
 
 def test_fit_recovers_known_costs_and_drops_negligible_ones(cnn_graph):
-    """Readings made from known costs are fitted back; a type costing under 2 % becomes 0."""
+    """Readings made from known costs are fitted back; a type costing under the tie margin becomes 0."""
     graph, _ = cnn_graph
     truth = latency_model.from_graph(graph, graph.unit_names, {})
     truth.cost = {"CONV_2D": 0.6, "FULLY_CONNECTED": 0.2, "SOFTMAX": 0.004}

@@ -35,8 +35,8 @@ import numpy as np
 REPEATS = 5  # readings per design, each with fresh interpreters; the median is fitted
 MORE_REPEATS = 4  # more when the first ones disagree by over AGREE (a disturbance of the machine)
 AGREE = 0.02
-NEGLIGIBLE = 0.02  # an op type's cost below 2 % of the all-int8 latency counts as none
 TIE = 0.03  # predictions within 3 % of each other are a tie
+NEGLIGIBLE = TIE  # so is an op type whose whole cost is under it: it counts as none
 
 
 @dataclass

@@ -13,8 +13,8 @@ Proposal k is drawn with a seed derived from (`tuning.random_seed`, k): the same
 same configurations while the losses are the same. A proposal that was seen already is replaced
 by the nearest unseen configuration (in a small space TPE keeps proposing seen ones). Proposals
 come from `tpe_suggest.suggest_values`, which gives exactly what `hyperopt.tpe.suggest` gives on a
-space of two-way choices, without rebuilding hyperopt's graph on every call (~3-8 ms instead of
-~50-150 ms for 64 units); other spaces, or `use_hyperopt_graph = True`, use hyperopt's own.
+space of two-way choices, without rebuilding hyperopt's graph on every call (timed in
+benchmarks/RESULTS.md); other spaces, or `use_hyperopt_graph = True`, use hyperopt's own.
 """
 from __future__ import annotations
 
