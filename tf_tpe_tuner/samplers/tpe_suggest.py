@@ -1,8 +1,8 @@
 """hyperopt's TPE suggestion for a space of independent two-way choices, without the pyll graph.
 
 `hyperopt.tpe.suggest` rebuilds and interprets a symbolic (pyll) graph of the whole search space
-on every call, which for 64 int8/fp32 choices costs about as long as a whole trial on the fast
-realization path (the one timing of both is in benchmarks/RESULTS.md, from `compare.py`). For a flat space of `hp.choice` / `hp.pchoice` labels -- ours -- that
+on every call, which for 64 int8/fp32 choices costs a sizeable part of a trial on the fast
+realization path (the timing of both is in benchmarks/RESULTS.md, from `compare.py`). For a flat space of `hp.choice` / `hp.pchoice` labels -- ours -- that
 graph computes, label by label and independently, the following, which is all this module does,
 with hyperopt's own `linear_forgetting_weights` and the arithmetic of its `ap_split_trials`,
 `ap_randint_sampler` and `tpe_cat_pseudocounts` (the split and the weights once for all labels) and the same draws from the same random generator, in the same order:
