@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from .data import ArrayData
 from .errors import UserCodeError
@@ -27,6 +27,13 @@ ORIGIN_LOST = "lost"  # the worker running it died: the configuration may be tri
 def int8_units(config: Mapping[str, str]) -> frozenset[str]:
     """The units a configuration asks to run in int8."""
     return frozenset(u for u, choice in config.items() if choice == INT8)
+
+
+def tie_rule_key(floats: Iterable[bool]) -> tuple:
+    """How a tie between configurations is settled (`floats`: per unit in model order, whether
+    it runs float): fewer float units first, then int8 on the earlier units."""
+    floats = tuple(bool(f) for f in floats)
+    return sum(floats), floats
 
 
 @dataclass

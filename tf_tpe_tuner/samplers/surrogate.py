@@ -31,6 +31,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ..trial import tie_rule_key
+
 _ENUMERATE_UP_TO = 12  # units: 4096 configurations are ranked at once
 _RIDGE = 1e-4  # keeps the latency least squares defined while trials are few
 _PRIOR_WEIGHT = 1.0  # of the accuracy prior, per unit, against one trial
@@ -158,7 +160,7 @@ class SensitivitySurrogate:
             # then int8 on the earlier units), so that a model measured again picks the same
             bound = latency[first] * (1.0 + self.latency_model.tie)
             tied = [i for i in unseen if drops[i] <= self.criterion and latency[i] <= bound]
-            first = min(tied, key=lambda i: (float((1.0 - matrix[i]).sum()), tuple(1.0 - matrix[i])))
+            first = min(tied, key=lambda i: tie_rule_key(matrix[i] == 0.0))
         key = frozenset(u for u, bit in zip(self.units, matrix[first]) if bit)
         return key, float(drops[first]), float(latency[first])
 

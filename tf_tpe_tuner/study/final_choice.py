@@ -9,8 +9,8 @@ Every trial's latency is one noisy reading, and the lowest of many noisy reading
 left alone, which of two equally fast configurations is handed back depends on the reading. So
 when the search ends, the configurations that meet the criterion within the run's latency noise
 of the fastest (at most `CONTENDERS`) are measured again, side by side in one sitting
-(`REMEASURE_ROUNDS` times each, interleaved, each with a fresh interpreter, median), and among those whose re-measured ratio
-is within the noise of the lowest, the rule picks: fewer float units first, then int8 on the
+(`REMEASURE_ROUNDS` times each, interleaved, each with a fresh interpreter, median), and among
+those whose re-measured ratio is within the noise of the lowest, the rule picks: fewer float units first, then int8 on the
 earlier units (in the search space's unit order). The chosen record's latency is the re-measured
 one (also what decides "faster than float"); the history keeps each trial's own reading.
 """
@@ -22,6 +22,7 @@ from typing import Callable
 
 from ..evaluate import TFLiteModel
 from ..history import STATUS_OK, TrialRecord
+from ..trial import INT8, tie_rule_key
 
 CONTENDERS = 4
 REMEASURE_ROUNDS = 5
@@ -44,8 +45,7 @@ def near_ties(records: list[TrialRecord], noise: float,
 
 def rule_key(record: TrialRecord, unit_order: list[str]) -> tuple:
     """Fewer float units first, then int8 on the earlier units."""
-    floats = tuple(record.config.get(u) != "int8" for u in unit_order)
-    return sum(floats), floats
+    return tie_rule_key(record.config.get(u) != INT8 for u in unit_order)
 
 
 def settle(records: list[TrialRecord], noise: float, evaluator, model_of, unit_order: list[str],
