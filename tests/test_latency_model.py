@@ -79,8 +79,8 @@ def test_trial_readings_do_not_steer_the_search(cnn, digits, tmp_path, monkeypat
     measured = []
     make = run_setup.latency_model_measure
 
-    def once(prepared, conf, latency_func):
-        run = make(prepared, conf, latency_func)
+    def once(prepared, conf, latency_func, **saved):
+        run = make(prepared, conf, latency_func, **saved)
         def cached(evaluator):
             if not measured:
                 measured.append(run(evaluator))
@@ -102,3 +102,21 @@ def test_trial_readings_do_not_steer_the_search(cnn, digits, tmp_path, monkeypat
     assert [r.model_ratio for r in second.history] == [r.model_ratio for r in first.history]
     summary = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert summary["latency_model"]["tie"] == latency_model.TIE
+
+
+def test_a_resumed_run_keeps_its_latency_model(cnn, digits, tmp_path):
+    """A resume continues the same run: its latency model is refitted from the readings the run
+    wrote (measured again, it would rank the finished trials differently, and a finished run
+    could start searching again). Two measurements never agree to the last digit."""
+    (x, _), (xt, yt) = digits
+    conf = fast_conf(exit_policy={"max_trials": 3}, accuracy_criterion={"relative": 0.01})
+    first = tune(cnn, conf, x[:64], eval_data=(xt, yt), output_dir=str(tmp_path), report=False)
+    saved = json.loads((tmp_path / latency_model.READINGS_FILE).read_text())
+    assert {k: round(v, 4) for k, v in saved["designs"].items()} == first.latency_model["designs"]
+    conf["tuning"]["exit_policy"]["max_trials"] = 5
+    second = tune(cnn, conf, x[:64], eval_data=(xt, yt), output_dir=str(tmp_path), report=False, resume=True)
+    assert second.latency_model == first.latency_model  # readings, costs, noise: all as before
+    # readings of other units are not taken for this model's
+    graph = run_setup.model_graph(cnn)
+    other = latency_model.from_graph(graph, graph.unit_names[1:], {graph.unit_names[0]: "int8"})
+    assert not latency_model.load(other, saved)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
+from . import latency_model
 from . import progress as progress_mod
 from . import report as report_mod
 from .checks import warn_if_test_overlaps
@@ -58,11 +59,13 @@ def tune(model, conf: "Conf | str | dict | None", calib_data: Any, eval_data: An
     if resume_dir:
         store = _history(resume_dir)
         resumed = store.load()
+        saved_latency_model = latency_model.read(os.path.join(resume_dir, latency_model.READINGS_FILE))
     else:
-        resumed = []
+        resumed, saved_latency_model = [], None
     strategy_cls = STRATEGIES[conf.get("tuning.strategy.name")]
     strategy = strategy_cls(model, conf, calib_data, q_func=q_func, eval_dataloader=eval_data,
-                            eval_func=eval_func, q_hooks=q_hooks, dicts={"history": resumed},
+                            eval_func=eval_func, q_hooks=q_hooks,
+                            dicts={"history": resumed, "latency_model": saved_latency_model},
                             latency_func=latency_func)
     if strategy.prepared.scoring is None:  # an eval_func: test data scored with the conf's metric
         test = report_mod.load_test_data(test_data, strategy.graph)  # refused now, not after the search

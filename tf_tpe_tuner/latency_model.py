@@ -26,6 +26,7 @@ median design's spread); predictions closer than `TIE` are ties.
 """
 from __future__ import annotations
 
+import json
 import statistics
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
@@ -116,13 +117,14 @@ class LatencyModel:
         self.cost = {t: float(a) for t, a in zip(self.types, theta[:-1])}
         self.boundary_cost = float(theta[-1])
         self.residual = float(np.sqrt(np.mean((x @ theta - y) ** 2)))
-        self.designs = {name: round(ratio, 4) for name, (_, ratio) in readings.items()}
+        self.designs = {name: float(ratio) for name, (_, ratio) in readings.items()}
 
     def summary(self) -> dict:
         """What summary.json records of the model."""
         return {"int8_ratio": round(self.int8_ratio, 4), "cost_per_type": {t: round(a, 4) for t, a in self.cost.items()},
                 "boundary_cost": round(self.boundary_cost, 4), "residual": round(self.residual, 4),
-                "noise": round(self.noise, 4), "tie": round(self.tie, 4), "designs": self.designs}
+                "noise": round(self.noise, 4), "tie": round(self.tie, 4),
+                "designs": {name: round(ratio, 4) for name, ratio in self.designs.items()}}
 
     @property
     def tie(self) -> float:
@@ -164,6 +166,43 @@ def measure(model: LatencyModel, realize: Callable[[Sequence[str]], bytes],
     model.noise = statistics.median(spreads)
     model.int8_ratio = 1.0 / readings["all float"][1]
     return model
+
+
+READINGS_FILE = "latency_model.json"  # in the workspace, beside history.jsonl
+
+
+def save(model: LatencyModel, path: str) -> None:
+    """The measured readings, exactly, so that `load` refits the same model."""
+    from .export import write_atomic
+
+    write_atomic(path, json.dumps({"units": model.units, "designs": model.designs, "noise": model.noise,
+                                   "int8_ratio": model.int8_ratio}, indent=1) + "\n")
+
+
+def read(path: str) -> dict | None:
+    """What `save` wrote, or None (no file, or not one `save` wrote)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def load(model: LatencyModel, saved: Mapping) -> bool:
+    """Fit `model` from readings `save` wrote; False (model untouched) when they are not for
+    these units and designs."""
+    wanted = designs(model.units, model.kinds)
+    try:
+        if list(saved["units"]) != list(model.units) or set(saved["designs"]) != set(wanted):
+            return False
+        readings = {name: (wanted[name], float(saved["designs"][name])) for name in wanted}
+        noise, int8_ratio = float(saved["noise"]), float(saved["int8_ratio"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    model.fit(readings)
+    model.noise, model.int8_ratio = noise, int8_ratio
+    return True
 
 
 def from_graph(graph, searched: Sequence[str], fixed: Mapping[str, str]) -> LatencyModel:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from .checks import warn_if_ranges_differ
 from .conf import Conf
@@ -209,11 +209,15 @@ def sensitivity_measure(prepared: PreparedRun, conf: Conf, latency_func: Callabl
     return measure
 
 
-def latency_model_measure(prepared: PreparedRun, conf: Conf, latency_func: Callable | None):
+def latency_model_measure(prepared: PreparedRun, conf: Conf, latency_func: Callable | None,
+                          save_to: str | None = None, resumed_readings: Mapping | None = None):
     """A function (evaluator) -> the run's `LatencyModel` (`latency_model.py`), or None when the
     search ranks trials by their own readings: a `latency_func` (its precision is the user's),
-    latency that does not count, the annotation backend, or choices other than int8/fp32."""
-    from .latency_model import from_graph, measure
+    latency that does not count, the annotation backend, or choices other than int8/fp32.
+    The readings are written to `save_to`. A resumed run refits its model from the readings of
+    the run it continues (`resumed_readings`): measured again, the model would rank the finished
+    trials differently, and the resumed run would not be the same run."""
+    from .latency_model import from_graph, load, measure, save
 
     space, realizer = prepared.space, prepared.spec.realizer
     if latency_func is not None or float(conf.get("tuning.strategy.latency_weight")) <= 0 \
@@ -222,10 +226,15 @@ def latency_model_measure(prepared: PreparedRun, conf: Conf, latency_func: Calla
         return None
 
     def run(evaluator: Evaluator):
-        def ratio(a: bytes, b: bytes) -> float:
-            return TFLiteModel(a, evaluator.num_threads).latency_ratio(
-                TFLiteModel(b, evaluator.num_threads), evaluator.warmup, evaluator.iterations)
-        return measure(from_graph(prepared.graph, space.searched, space.fixed),
-                       lambda int8: realizer.realize(list(int8)).tflite_model, ratio, evaluator.reference_bytes)
+        model = from_graph(prepared.graph, space.searched, space.fixed)
+        if not (resumed_readings and load(model, resumed_readings)):
+            def ratio(a: bytes, b: bytes) -> float:
+                return TFLiteModel(a, evaluator.num_threads).latency_ratio(
+                    TFLiteModel(b, evaluator.num_threads), evaluator.warmup, evaluator.iterations)
+            measure(model, lambda int8: realizer.realize(list(int8)).tflite_model, ratio,
+                    evaluator.reference_bytes)
+        if save_to:
+            save(model, save_to)
+        return model
 
     return run

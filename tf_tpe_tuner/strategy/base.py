@@ -13,6 +13,7 @@ from typing import Callable, Mapping
 from ..checks import warn_if_baseline_at_chance
 from ..conf import Conf
 from ..history import JsonlHistory, TrialRecord
+from ..latency_model import READINGS_FILE
 from ..run_setup import edges_of, latency_model_measure, prepare, sensitivity_measure
 from ..samplers import SAMPLERS
 from ..study import Baseline, Criterion, StopRule, Study, TuningResult
@@ -32,7 +33,8 @@ class TuneStrategy:
         q_func: called with each quantize-applied Keras model before conversion (annotate backend).
         eval_dataloader: evaluation data with labels, scored with the conf's metric.
         eval_func: instead of eval_dataloader: takes a `TFLiteModel`, returns the accuracy.
-        dicts: saved state to resume from: {"history": [trial records as in history.jsonl]}.
+        dicts: saved state to resume from: {"history": [trial records as in history.jsonl],
+            "latency_model": the readings `latency_model.save` wrote (the resumed run keeps its model)}.
         q_hooks: {"on_trial_begin": f(trial, config), "on_trial_end": f(record)}.
         latency_func: f(tflite_bytes) -> seconds, instead of the built-in benchmark.
     """
@@ -65,7 +67,9 @@ class TuneStrategy:
         resumed = [r if isinstance(r, TrialRecord) else TrialRecord.from_dict(r)
                    for r in (dicts or {}).get("history", []) if not _is_run_line(r)]
         spec = self.prepared.spec
-        measure_latency_model = latency_model_measure(self.prepared, self.conf, latency_func)
+        measure_latency_model = latency_model_measure(
+            self.prepared, self.conf, latency_func, save_to=os.path.join(self.conf.workspace, READINGS_FILE),
+            resumed_readings=(dicts or {}).get("latency_model") if resumed else None)
         self.study = Study(
             space=self.prepared.space, runner=spec.runner, sampler=self.sampler, criterion=self.criterion,
             loss_config=self.loss_function_config,
