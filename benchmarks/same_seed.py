@@ -6,7 +6,7 @@ fresh output directory, nothing shared between runs.
 Models (`same_seed_inputs.py`): those of `pretrained_zoo.py` (face_landmark, hand_landmark_full,
 mobilenetv2) with its confs, and the small zoo's cases (`zoo.py`: cnn, cnn_outliers, ..., with
 their criteria and `compare.py`'s latency settings). `--model` takes a comma-separated list. Prints one line per run (a hash of the handed-back int8 set, its size, the best trial,
-the trials, the ratio to float) and how many distinct int8 sets the runs handed back.
+the trials, the ratio to float, the latency model's fitted costs) and how many distinct int8 sets the runs handed back.
 """
 from __future__ import annotations
 
@@ -30,7 +30,9 @@ with tempfile.TemporaryDirectory() as out:
     r = tune(model, conf, calib, eval_data=held, output_dir=out, report=False)
 print("RUN " + json.dumps({"int8": sorted(r.int8_units), "best_trial": r.best_trial, "trials": r.trials,
                            "ratio": r.latency_ms / r.baseline.latency_ms if r.latency_ms else None,
-                           "tie": (r.latency_model or {}).get("tie")}))
+                           "tie": (r.latency_model or {}).get("tie"),
+                           "costs": {**(r.latency_model or {}).get("cost_per_type", {}),
+                                     "boundary": (r.latency_model or {}).get("boundary_cost")}}))
 """
 
 
@@ -57,7 +59,7 @@ def same_seed(model: str, runs: int, seed: int, env: dict) -> None:
         answers.append(digest)
         print(f"{model} run {run + 1}: int8 set {digest} ({len(result['int8'])} units), best trial "
               f"{result['best_trial']}, {result['trials']} trials, {result['ratio']:.3f}x float, "
-              f"tie margin {result['tie']}", flush=True)
+              f"tie margin {result['tie']}; model costs {result['costs']}", flush=True)
     print(f"{model}: {len(set(answers))} distinct int8 set(s) in {runs} runs", flush=True)
 
 

@@ -26,7 +26,7 @@ from tf_tpe_tuner._tf import keras
 pytestmark = pytest.mark.slow
 
 UNITS = ["conv1", "conv2", "conv3", "fc1", "logits", "logits:softmax"]  # the softmax: an op of its own
-RESULT_FILES = ["best_model.tflite", "best_config.yaml", "summary.json", "history.jsonl"]
+RESULT_FILES = ["best_model.tflite", "best_config.yaml", "summary.json", "history.jsonl", "latency_model.json"]
 HISTORY_KEYS = {"trial", "config", "accuracy", "latency_ms", "loss", "status", "seconds", "int8_units"}
 SUMMARY_KEYS = {"fp32_accuracy", "fp32_latency_ms", "best_accuracy", "best_latency_ms", "met_criterion",
                 "trials", "quantized_layers", "fp32_layers", "seed", "elapsed_s"}

@@ -12,6 +12,7 @@ from tf_tpe_tuner import latency_model, run_setup, tune
 from tf_tpe_tuner.data import ArrayData
 from tf_tpe_tuner.evaluate import TFLiteModel
 from tf_tpe_tuner.realizers import make_realizer
+from tf_tpe_tuner.workspace import LATENCY_MODEL_FILE
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +112,7 @@ def test_a_resumed_run_keeps_its_latency_model(cnn, digits, tmp_path):
     (x, _), (xt, yt) = digits
     conf = fast_conf(exit_policy={"max_trials": 3}, accuracy_criterion={"relative": 0.01})
     first = tune(cnn, conf, x[:64], eval_data=(xt, yt), output_dir=str(tmp_path), report=False)
-    saved = json.loads((tmp_path / latency_model.READINGS_FILE).read_text())
+    saved = json.loads((tmp_path / LATENCY_MODEL_FILE).read_text())
     assert {k: round(v, 4) for k, v in saved["designs"].items()} == first.latency_model["designs"]
     conf["tuning"]["exit_policy"]["max_trials"] = 5
     second = tune(cnn, conf, x[:64], eval_data=(xt, yt), output_dir=str(tmp_path), report=False, resume=True)

@@ -14,6 +14,7 @@ from .export import write_result
 from .history import JsonlHistory
 from .run_setup import differences, prepare_test_data, test_scores
 from .strategy import STRATEGIES, TuningResult
+from .workspace import LATENCY_MODEL_FILE
 
 
 def tune(model, conf: "Conf | str | dict | None", calib_data: Any, eval_data: Any = None,
@@ -59,7 +60,7 @@ def tune(model, conf: "Conf | str | dict | None", calib_data: Any, eval_data: An
     if resume_dir:
         store = _history(resume_dir)
         resumed = store.load()
-        saved_latency_model = latency_model.read(os.path.join(resume_dir, latency_model.READINGS_FILE))
+        saved_latency_model = latency_model.read(os.path.join(resume_dir, LATENCY_MODEL_FILE))
     else:
         resumed, saved_latency_model = [], None
     strategy_cls = STRATEGIES[conf.get("tuning.strategy.name")]

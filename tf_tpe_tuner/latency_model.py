@@ -168,9 +168,6 @@ def measure(model: LatencyModel, realize: Callable[[Sequence[str]], bytes],
     return model
 
 
-READINGS_FILE = "latency_model.json"  # in the workspace, beside history.jsonl
-
-
 def save(model: LatencyModel, path: str) -> None:
     """The measured readings, exactly, so that `load` refits the same model."""
     from .export import write_atomic

@@ -9,7 +9,8 @@ import os
 
 from .errors import TunerInputError
 
-RESULT_FILES = ("best_model.tflite", "best_config.yaml", "summary.json", "history.jsonl")
+LATENCY_MODEL_FILE = "latency_model.json"  # the latency model's readings, which a resume refits from
+RESULT_FILES = ("best_model.tflite", "best_config.yaml", "summary.json", "history.jsonl", LATENCY_MODEL_FILE)
 REPORT_FILES = ("report.md", "report.json", "pareto.png")
 
 

@@ -13,7 +13,6 @@ from typing import Callable, Mapping
 from ..checks import warn_if_baseline_at_chance
 from ..conf import Conf
 from ..history import JsonlHistory, TrialRecord
-from ..latency_model import READINGS_FILE
 from ..run_setup import edges_of, latency_model_measure, prepare, sensitivity_measure
 from ..samplers import SAMPLERS
 from ..study import Baseline, Criterion, StopRule, Study, TuningResult
@@ -21,6 +20,7 @@ from ..study import study as study_clock
 from ..study.loss import calculate_loss, loss_config
 from ..trial import FP32, INT8
 from ..walker import ModelGraph
+from ..workspace import LATENCY_MODEL_FILE
 
 
 class TuneStrategy:
@@ -68,7 +68,7 @@ class TuneStrategy:
                    for r in (dicts or {}).get("history", []) if not _is_run_line(r)]
         spec = self.prepared.spec
         measure_latency_model = latency_model_measure(
-            self.prepared, self.conf, latency_func, save_to=os.path.join(self.conf.workspace, READINGS_FILE),
+            self.prepared, self.conf, latency_func, save_to=os.path.join(self.conf.workspace, LATENCY_MODEL_FILE),
             resumed_readings=(dicts or {}).get("latency_model") if resumed else None)
         self.study = Study(
             space=self.prepared.space, runner=spec.runner, sampler=self.sampler, criterion=self.criterion,
