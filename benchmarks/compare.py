@@ -229,7 +229,7 @@ def main(argv=None) -> int:
     max_trials = args.max_trials or (15 if quick else 40)
     names = args.cases.split(",") if args.cases else (
         ["cnn", "cnn_outliers", "friedman_mse"] if quick else
-        ["cnn", "cnn_0.1%", "cnn_outliers", "rescnn", "mlp", "diabetes_mse", "friedman_mse", "mobilenetv2"])
+        ["cnn", "cnn_0.1%", "cnn_outliers", "rescnn", "rescnn_outliers", "mlp", "diabetes_mse", "friedman_mse", "mobilenetv2"])
     cases = zoo.load_cases(args.cache, names=names, log=log)
     cases.sort(key=lambda c: names.index(c.name))
     rows, raw = [], {}

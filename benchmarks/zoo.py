@@ -117,24 +117,26 @@ def build_mobilenet():
     return model
 
 
-def add_outlier_channels(model, layer="conv2", next_layer="conv3", channels=(0, 1, 2, 3), factor=300.0):
-    """Scale a few output channels of `layer` (after its BN and ReLU) by `factor` and the matching
-    input weights of `next_layer` by 1/factor: the float function is unchanged (ReLU commutes with a
-    positive scale, MaxPool too), but those channels now dominate the activation range, so a
-    per-tensor int8 activation of `layer` (and the input of `next_layer`) loses the other channels."""
+def add_outlier_channels(model, pairs=(("bn2", "conv3"),), channels=(0, 1, 2, 3), factor=300.0):
+    """For each (bn, next_conv) pair, scale a few output channels of the BatchNormalization `bn`
+    (before its ReLU) by `factor` and the matching input weights of `next_conv` by 1/factor: the
+    float function is unchanged (ReLU commutes with a positive scale, MaxPool too), but those
+    channels now dominate the activation range, so a per-tensor int8 activation there loses the
+    other channels. Accuracy, not the CPU, then forces those units to stay float."""
     clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())
-    bn = clone.get_layer("bn2")
-    gamma, beta, mean, var = bn.get_weights()
-    for c in channels:
-        gamma[c] *= factor
-        beta[c] *= factor
-    bn.set_weights([gamma, beta, mean, var])
-    nxt = clone.get_layer(next_layer)
-    kernel, bias = nxt.get_weights()
-    for c in channels:
-        kernel[:, :, c, :] /= factor
-    nxt.set_weights([kernel, bias])
+    for bn_name, next_name in pairs:
+        bn = clone.get_layer(bn_name)
+        gamma, beta, mean, var = bn.get_weights()
+        for c in channels:
+            gamma[c] *= factor
+            beta[c] *= factor
+        bn.set_weights([gamma, beta, mean, var])
+        nxt = clone.get_layer(next_name)
+        weights = nxt.get_weights()
+        for c in channels:
+            weights[0][:, :, c, :] /= factor
+        nxt.set_weights(weights)
     return clone
 
 
@@ -180,14 +182,23 @@ def load_cases(cache: str = DEFAULT_CACHE, names=None, log=print) -> list[Case]:
             cases.append(Case("cnn_outliers", add_outlier_channels(base), x8[:CALIB], xt8, yt8,
                               _merge(topk, crit(0.01)), hard=True,
                               note="4 of conv2's 32 channels scaled x300 (float function unchanged)"))
-    if want("rescnn"):
+    if want("rescnn") or want("rescnn_outliers"):
         log("zoo: rescnn")
 
         def rescnn():
             keras.utils.set_random_seed(0)
             return _fit(build_rescnn(), x8, y8, "sparse_categorical_crossentropy", 15)
-        cases.append(Case("rescnn", _cached(cache, "rescnn", rescnn), x8[:CALIB], xt8, yt8,
-                          _merge(topk, crit(0.01))))
+        res = _cached(cache, "rescnn", rescnn)
+        if want("rescnn"):
+            cases.append(Case("rescnn", res, x8[:CALIB], xt8, yt8, _merge(topk, crit(0.01))))
+        if want("rescnn_outliers"):
+            # the second block's two convolutions must stay float (either one in int8 loses the
+            # small channels: measured 0.18-0.19 top-1 against 0.98), the stem's and the first
+            # block's are faster in int8: a mix whatever the CPU's int8 speed, as long as int8
+            # convolutions pay at all
+            cases.append(Case("rescnn_outliers", add_outlier_channels(res, (("b1_bn1", "b1_conv2"),)),
+                              x8[:CALIB], xt8, yt8, _merge(topk, crit(0.01)), hard=True,
+                              note="4 of b1_conv1's 24 channels scaled x300 (float function unchanged)"))
     if want("mlp"):
         log("zoo: mlp (breast cancer)")
         (xb, yb), (xtb, ytb) = breast_cancer()
