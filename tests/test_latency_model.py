@@ -51,6 +51,27 @@ def test_fit_recovers_known_costs_and_drops_negligible_ones(cnn_graph):
     assert fitted.boundary_cost == pytest.approx(0.3, abs=0.01)
 
 
+def test_a_unit_that_departs_from_its_type_gets_its_own_cost(cnn_graph):
+    """One cost per op type assumes cost in proportion to multiply-adds; a one-unit design that
+    departs from that by more than the tie margin gives the unit its own correction (measured:
+    a convolution reading a one-channel image ran far slower in int8 than its share said)."""
+    graph, _ = cnn_graph
+    truth = latency_model.from_graph(graph, graph.unit_names, {})
+    truth.cost = {"CONV_2D": 0.6, "FULLY_CONNECTED": 0.2, "SOFTMAX": 0.0}
+    truth.boundary_cost = 0.3
+    truth.unit_cost = {"conv1": -0.2}  # floating conv1 saves 20 % more than its share says
+    readings = {name: (int8, truth.ratio_to_int8(int8)) for name, int8 in
+                latency_model.designs(truth.units, truth.kinds, truth.units).items()}
+    fitted = latency_model.from_graph(graph, graph.unit_names, {})
+    fitted.fit(readings)
+    assert set(fitted.unit_cost) == {"conv1"}
+    others = [u for u in graph.unit_names if u != "conv1"]
+    assert fitted.ratio_to_int8(others) == pytest.approx(truth.ratio_to_int8(others), abs=0.02)
+    without = latency_model.from_graph(graph, graph.unit_names, {})
+    without.fit({k: v for k, v in readings.items() if not k.startswith("unit ")})
+    assert without.unit_cost == {} and abs(without.ratio_to_int8(others) - truth.ratio_to_int8(others)) > 0.1
+
+
 def test_measured_on_the_cnn(cnn_graph):
     """Measured for real: the all-int8 model is `int8_ratio` x float, the fit follows the
     designs, and the noise is reported."""
@@ -59,10 +80,12 @@ def test_measured_on_the_cnn(cnn_graph):
         return TFLiteModel(a).latency_ratio(TFLiteModel(b), 5, 50)
     model = latency_model.measure(latency_model.from_graph(graph, graph.unit_names, {}),
                                   lambda int8: realizer.realize(list(int8)).tflite_model, ratio,
-                                  realizer.realize_float().tflite_model)
+                                  realizer.realize_float().tflite_model, singles=graph.unit_names)
     assert model.predict(graph.unit_names) == pytest.approx(model.int8_ratio)
     assert 0.2 < model.int8_ratio < 1.5
-    assert set(model.designs) == set(latency_model.designs(model.units, model.kinds))
+    singles = [u for u in model.units if f"unit {u} float" in model.designs]
+    assert singles == graph.unit_names
+    assert set(model.designs) == set(latency_model.designs(model.units, model.kinds, singles))
     assert model.residual < 0.2 and model.noise >= 0 and model.tie == latency_model.TIE
     assert json.dumps(model.summary())  # what summary.json records
 

@@ -38,6 +38,8 @@ MORE_REPEATS = 4  # more when the first ones disagree by over AGREE (a disturban
 AGREE = 0.02
 TIE = 0.03  # predictions within 3 % of each other are a tie
 NEGLIGIBLE = TIE  # so is an op type whose whole cost is under it: it counts as none
+UNIT_DESIGN = "unit "  # the name of a one-unit design: "unit <name> float"
+SINGLES_BUDGET_S = 2.0  # one-unit designs when units x float latency x iterations stays under this
 
 
 @dataclass
@@ -53,6 +55,7 @@ class LatencyModel:
     residual: float = 0.0  # RMS of the fit's residuals, as a ratio to all-int8
     noise: float = 0.0  # the median design's spread of readings (max - min) / median
     designs: dict[str, float] = field(default_factory=dict)  # design -> measured ratio to all-int8
+    unit_cost: dict[str, float] = field(default_factory=dict)  # unit -> its own correction, when measured
 
     def __post_init__(self) -> None:
         index = {u: i for i, u in enumerate(self.units)}
@@ -91,7 +94,9 @@ class LatencyModel:
 
     def ratio_to_int8_rows(self, rows: np.ndarray) -> np.ndarray:
         theta = np.array([self.cost.get(t, 0.0) for t in self.types] + [self.boundary_cost])
-        return np.maximum(1.0 + self.features(rows) @ theta, 1e-3)
+        own = np.array([self.unit_cost.get(u, 0.0) for u in self.units])
+        rows = np.atleast_2d(rows)
+        return np.maximum(1.0 + self.features(rows) @ theta + (1.0 - rows) @ own, 1e-3)
 
     def ratio_to_int8(self, int8: Iterable[str]) -> float:
         return float(self.ratio_to_int8_rows(self.row(int8))[0])
@@ -104,27 +109,50 @@ class LatencyModel:
         """Least squares over the designs: {name: (int8 units, measured ratio to all-int8)}.
         An op type whose whole cost is under `NEGLIGIBLE` is set to 0 and the rest refitted:
         such a cost is mostly noise, and its sign would order configurations differently in
-        every run."""
-        x = self.features(np.stack([self.row(int8) for int8, _ in readings.values()]))
-        y = np.array([ratio - 1.0 for _, ratio in readings.values()])
-        keep = np.ones(x.shape[1], dtype=bool)
-        theta, *_ = np.linalg.lstsq(x, y, rcond=None)
-        small = np.abs(theta[:-1]) < NEGLIGIBLE
-        if small.any():
-            keep[:-1] = ~small
-            theta = np.zeros(x.shape[1])
-            theta[keep], *_ = np.linalg.lstsq(x[:, keep], y, rcond=None)
-        self.cost = {t: float(a) for t, a in zip(self.types, theta[:-1])}
-        self.boundary_cost = float(theta[-1])
-        self.residual = float(np.sqrt(np.mean((x @ theta - y) ** 2)))
+        every run. With one-unit designs (`unit <u> float`), a unit whose own reading the fit
+        misses by more than `NEGLIGIBLE` gets a cost of its own, the worst first, refitting
+        each time (forward selection: a unit whose kernel does not cost in proportion to its
+        multiply-adds, like a convolution reading a one-channel image, gets one; the rest share
+        their type's)."""
+        names = list(readings)
+        x = self.features(np.stack([self.row(readings[n][0]) for n in names]))
+        y = np.array([readings[n][1] - 1.0 for n in names])
+        singles = {n[len(UNIT_DESIGN):-len(" float")]: i for i, n in enumerate(names) if n.startswith(UNIT_DESIGN)}
+        own: list[str] = []
+        while True:
+            columns = np.column_stack([x] + [1.0 - np.array([self.row(readings[n][0])[self.units.index(u)]
+                                                             for n in names]) for u in own])
+            theta = self._lstsq(columns, y, len(self.types))
+            misses = {u: y[i] - columns[i] @ theta for u, i in singles.items() if u not in own}
+            worst = max(misses, key=lambda u: (abs(misses[u]), u), default=None)
+            if worst is None or abs(misses[worst]) <= NEGLIGIBLE:
+                break
+            own.append(worst)
+        n_types = len(self.types)
+        self.cost = {t: float(a) for t, a in zip(self.types, theta[:n_types])}
+        self.boundary_cost = float(theta[n_types])
+        self.unit_cost = {u: float(a) for u, a in zip(own, theta[n_types + 1:])}
+        self.residual = float(np.sqrt(np.mean((columns @ theta - y) ** 2)))
         self.designs = {name: float(ratio) for name, (_, ratio) in readings.items()}
+
+    @staticmethod
+    def _lstsq(x: np.ndarray, y: np.ndarray, n_types: int) -> np.ndarray:
+        """Least squares, then again without the op-type costs under NEGLIGIBLE."""
+        theta, *_ = np.linalg.lstsq(x, y, rcond=None)
+        small = np.zeros(x.shape[1], dtype=bool)
+        small[:n_types] = np.abs(theta[:n_types]) < NEGLIGIBLE
+        if small.any():
+            theta = np.zeros(x.shape[1])
+            theta[~small], *_ = np.linalg.lstsq(x[:, ~small], y, rcond=None)
+        return theta
 
     def summary(self) -> dict:
         """What summary.json records of the model."""
         return {"int8_ratio": round(self.int8_ratio, 4), "cost_per_type": {t: round(a, 4) for t, a in self.cost.items()},
                 "boundary_cost": round(self.boundary_cost, 4), "residual": round(self.residual, 4),
                 "noise": round(self.noise, 4), "tie": round(self.tie, 4),
-                "designs": {name: round(ratio, 4) for name, ratio in self.designs.items()}}
+                "designs": {name: round(ratio, 4) for name, ratio in self.designs.items()},
+                "unit_cost": {u: round(a, 4) for u, a in self.unit_cost.items()}}
 
     @property
     def tie(self) -> float:
@@ -134,11 +162,14 @@ class LatencyModel:
         return TIE
 
 
-def designs(units: Sequence[str], kinds: Mapping[str, str]) -> dict[str, frozenset[str]]:
+def designs(units: Sequence[str], kinds: Mapping[str, str],
+            singles: Sequence[str] = ()) -> dict[str, frozenset[str]]:
     """The configurations measured (by their int8 units): each op type float, every other unit
-    of each op type float, all-float."""
+    of each op type float, all-float; and each unit of `singles` alone float."""
     out: dict[str, frozenset[str]] = {}
     everything = frozenset(units)
+    for u in singles:
+        out[f"{UNIT_DESIGN}{u} float"] = everything - {u}
     for t in sorted(set(kinds.values())):
         of_type = [u for u in units if kinds[u] == t]
         out[f"{t} float"] = everything - frozenset(of_type)
@@ -150,12 +181,13 @@ def designs(units: Sequence[str], kinds: Mapping[str, str]) -> dict[str, frozens
 
 def measure(model: LatencyModel, realize: Callable[[Sequence[str]], bytes],
             ratio: Callable[[bytes, bytes], float], float_bytes: bytes,
-            repeats: int = REPEATS) -> LatencyModel:
+            repeats: int = REPEATS, singles: Sequence[str] = ()) -> LatencyModel:
     """Measure the designs side by side with the all-int8 model (`ratio(a, b)`: a's latency over
-    b's, interleaved) and fit `model`; `realize(int8 units)` gives a configuration's TFLite bytes."""
+    b's, interleaved) and fit `model`; `realize(int8 units)` gives a configuration's TFLite bytes.
+    `singles`: units measured alone float as well (see `fit`)."""
     int8_bytes = realize(list(model.units))
     readings, spreads = {}, []
-    for name, int8 in designs(model.units, model.kinds).items():
+    for name, int8 in designs(model.units, model.kinds, singles).items():
         tflite = float_bytes if not int8 else realize(sorted(int8))
         values = [ratio(tflite, int8_bytes) for _ in range(repeats)]
         if (max(values) - min(values)) / statistics.median(values) > AGREE:
@@ -189,8 +221,9 @@ def read(path: str) -> dict | None:
 def load(model: LatencyModel, saved: Mapping) -> bool:
     """Fit `model` from readings `save` wrote; False (model untouched) when they are not for
     these units and designs."""
-    wanted = designs(model.units, model.kinds)
     try:
+        wanted = designs(model.units, model.kinds,
+                         [u for u in model.units if f"{UNIT_DESIGN}{u} float" in saved["designs"]])
         if list(saved["units"]) != list(model.units) or set(saved["designs"]) != set(wanted):
             return False
         readings = {name: (wanted[name], float(saved["designs"][name])) for name in wanted}

@@ -217,7 +217,7 @@ def latency_model_measure(prepared: PreparedRun, conf: Conf, latency_func: Calla
     The readings are written to `save_to`. A resumed run refits its model from the readings of
     the run it continues (`resumed_readings`): measured again, the model would rank the finished
     trials differently, and the resumed run would not be the same run."""
-    from .latency_model import from_graph, load, measure, save
+    from .latency_model import SINGLES_BUDGET_S, from_graph, load, measure, save
 
     space, realizer = prepared.space, prepared.spec.realizer
     if latency_func is not None or float(conf.get("tuning.strategy.latency_weight")) <= 0 \
@@ -231,8 +231,12 @@ def latency_model_measure(prepared: PreparedRun, conf: Conf, latency_func: Calla
             def ratio(a: bytes, b: bytes) -> float:
                 return TFLiteModel(a, evaluator.num_threads).latency_ratio(
                     TFLiteModel(b, evaluator.num_threads), evaluator.warmup, evaluator.iterations)
+            # each unit alone float too, where that is cheap (small, fast models: where one
+            # cost per op type misses most, and where per-unit readings cost seconds)
+            cheap = len(model.units) * (evaluator.reference_ms or float("inf")) / 1000 * evaluator.iterations \
+                <= SINGLES_BUDGET_S
             measure(model, lambda int8: realizer.realize(list(int8)).tflite_model, ratio,
-                    evaluator.reference_bytes)
+                    evaluator.reference_bytes, singles=model.units if cheap else ())
         if save_to:
             save(model, save_to)
         return model
