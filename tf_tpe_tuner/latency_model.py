@@ -8,18 +8,21 @@ whose few parameters are measured side by side, each from a large difference, at
 
 The model, as a latency ratio to the all-int8 model:
 
-    1 + sum_t A[t] * float_share[t] + C * (boundary - boundary of all-int8)
+    1 + sum_t A[t] * float_share[t] + C * (boundary - boundary of all-int8) + sum_u D[u] * float[u]
 
 `float_share[t]`: the share of op type t's multiply-adds (the graph's `macs`) that runs float;
 `A[t]`: what running all of type t float costs (or saves) next to int8 neighbours;
 `boundary`: the elements of the tensors whose two ends run in different precisions (each costs a
 QUANTIZE or DEQUANTIZE; model inputs and outputs and ops that are not units are float ends),
-relative to the model's tensors; `C`: what a boundary element costs. Within one op type, which
-unit is cheaper to keep float is decided by the graph alone (multiply-adds, tensor sizes);
-the measurement decides between op types, where differences are large.
+relative to the model's tensors; `C`: what a boundary element costs; `D[u]`: a unit's own cost,
+for the few units that do not cost their share (measured alone float, on small fast models).
+Otherwise, within one op type, which unit is cheaper to keep float is decided by the graph alone
+(multiply-adds, tensor sizes); the measurement decides between op types, where differences are
+large.
 
 Measured designs, each as a ratio to the all-int8 model: every type float; every other unit of
-each type float (more boundaries for the same share); all-float. Fitted by least squares; the
+each type float (more boundaries for the same share); all-float; on small fast models each unit
+alone float. Fitted by least squares; the
 ratio of all-int8 to float is measured too (`int8_ratio`), to express the model as a ratio to
 float. Reported: the fit's residual (`residual`) and the noise of one reading (`noise`: the
 median design's spread); predictions closer than `TIE` are ties.
@@ -115,13 +118,13 @@ class LatencyModel:
         multiply-adds, like a convolution reading a one-channel image, gets one; the rest share
         their type's)."""
         names = list(readings)
-        x = self.features(np.stack([self.row(readings[n][0]) for n in names]))
+        rows = np.stack([self.row(readings[n][0]) for n in names])
+        x = self.features(rows)
         y = np.array([readings[n][1] - 1.0 for n in names])
         singles = {n[len(UNIT_DESIGN):-len(" float")]: i for i, n in enumerate(names) if n.startswith(UNIT_DESIGN)}
         own: list[str] = []
         while True:
-            columns = np.column_stack([x] + [1.0 - np.array([self.row(readings[n][0])[self.units.index(u)]
-                                                             for n in names]) for u in own])
+            columns = np.column_stack([x, 1.0 - rows[:, [self.units.index(u) for u in own]]])
             theta = self._lstsq(columns, y, len(self.types))
             misses = {u: y[i] - columns[i] @ theta for u, i in singles.items() if u not in own}
             worst = max(misses, key=lambda u: (abs(misses[u]), u), default=None)
