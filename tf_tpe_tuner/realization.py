@@ -51,7 +51,8 @@ def convert_function(concrete, model, quantized: bool = False) -> bytes:
         warnings.simplefilter("ignore")
         tflite = converter.convert()
     # The eager context caches the kernels of every function it ran, and each trial traces
-    # new ones: without this a long run grows by ~1.7 MiB a trial. The cache refills on demand.
+    # new ones: without this a long run grows (~1.7 MiB per conversion measured alone; BUILD_NOTES,
+    # Memory). The cache refills on demand.
     _eager_context.context().clear_kernel_cache()
     return tflite
 
