@@ -41,7 +41,7 @@ MORE_REPEATS = 4  # more when the first ones disagree by over AGREE (a disturban
 AGREE = 0.02
 TIE = 0.03  # predictions within 3 % of each other are a tie
 NEGLIGIBLE = TIE  # so is an op type whose whole cost is under it: it counts as none
-UNIT_DESIGN = "unit "  # the name of a one-unit design: "unit <name> float"
+UNIT_DESIGN = "unit "  # one-unit designs are named `unit_design(u)`: "unit <u> float"
 SINGLES_BUDGET_S = 2.0  # one-unit designs when units x float latency x iterations stays under this
 
 
@@ -121,7 +121,8 @@ class LatencyModel:
         rows = np.stack([self.row(readings[n][0]) for n in names])
         x = self.features(rows)
         y = np.array([readings[n][1] - 1.0 for n in names])
-        singles = {n[len(UNIT_DESIGN):-len(" float")]: i for i, n in enumerate(names) if n.startswith(UNIT_DESIGN)}
+        singles = {u: i for i, n in enumerate(names) if n.startswith(UNIT_DESIGN)
+                   for u in set(self.units) - readings[n][0]}  # the one unit that runs float
         own: list[str] = []
         while True:
             columns = np.column_stack([x, 1.0 - rows[:, [self.units.index(u) for u in own]]])
@@ -165,6 +166,11 @@ class LatencyModel:
         return TIE
 
 
+def unit_design(unit: str) -> str:
+    """The name of the design with only `unit` float."""
+    return f"{UNIT_DESIGN}{unit} float"
+
+
 def designs(units: Sequence[str], kinds: Mapping[str, str],
             singles: Sequence[str] = ()) -> dict[str, frozenset[str]]:
     """The configurations measured (by their int8 units): each op type float, every other unit
@@ -172,7 +178,7 @@ def designs(units: Sequence[str], kinds: Mapping[str, str],
     out: dict[str, frozenset[str]] = {}
     everything = frozenset(units)
     for u in singles:
-        out[f"{UNIT_DESIGN}{u} float"] = everything - {u}
+        out[unit_design(u)] = everything - {u}
     for t in sorted(set(kinds.values())):
         of_type = [u for u in units if kinds[u] == t]
         out[f"{t} float"] = everything - frozenset(of_type)
@@ -226,7 +232,7 @@ def load(model: LatencyModel, saved: Mapping) -> bool:
     these units and designs."""
     try:
         wanted = designs(model.units, model.kinds,
-                         [u for u in model.units if f"{UNIT_DESIGN}{u} float" in saved["designs"]])
+                         [u for u in model.units if unit_design(u) in saved["designs"]])
         if list(saved["units"]) != list(model.units) or set(saved["designs"]) != set(wanted):
             return False
         readings = {name: (wanted[name], float(saved["designs"][name])) for name in wanted}
