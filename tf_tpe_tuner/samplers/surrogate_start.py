@@ -1,11 +1,12 @@
 """TPE's first trials, chosen from the per-unit sensitivity instead of drawn at random.
 
 With latency measured (a `LatencyModel`, or the one-unit models' readings), a
-`SensitivitySurrogate` (`surrogate.py`) built on the sensitivity and refitted on every trial proposes its fastest unseen configuration predicted to meet the
-criterion, for up to 2 x `n_initial_points` trials (also when it predicts no gain over the best
-so far: each such trial still corrects the model next to its best guess). Without latency (a
-`latency_func`, or `latency_weight: 0`), the first trials are all-int8 with the 1, 2, 3, 4, 6,
-9, ... most sensitive units float, until one meets the criterion.
+`SensitivitySurrogate` (`surrogate.py`) built on the sensitivity and refitted on every trial
+proposes its fastest unseen configuration predicted to meet the criterion, for up to 2 x
+`n_initial_points` trials (also when it predicts no gain over the best so far: each such trial
+still corrects the model next to its best guess). Without latency (a `latency_func`, or
+`latency_weight: 0`), the first trials are all-int8 with the 1, 2, 3, 4, 6, 9, ... most
+sensitive units float, until one meets the criterion.
 
 Both need every unit to choose between exactly int8 and fp32; otherwise there is no start.
 """

@@ -2,10 +2,12 @@
 
 `hyperopt.tpe.suggest` rebuilds and interprets a symbolic (pyll) graph of the whole search space
 on every call, which for 64 int8/fp32 choices costs a sizeable part of a trial on the fast
-realization path (the timing of both is in benchmarks/RESULTS.md, from `compare.py`). For a
-flat space of `hp.choice` / `hp.pchoice` labels -- ours -- that graph computes, label by label and independently, the following, which is all this module does,
-with hyperopt's own `linear_forgetting_weights` and the arithmetic of its `ap_split_trials`,
-`ap_randint_sampler` and `tpe_cat_pseudocounts` (the split and the weights once for all labels) and the same draws from the same random generator, in the same order:
+realization path (the timing of both is in benchmarks/RESULTS.md, from `compare.py`). For a flat
+space of `hp.choice` / `hp.pchoice` labels -- ours -- that graph computes, label by label and
+independently, the following, which is all this module does, with hyperopt's own
+`linear_forgetting_weights` and the arithmetic of its `ap_split_trials`, `ap_randint_sampler`
+and `tpe_cat_pseudocounts` (the split and the weights once for all labels) and the same draws
+from the same random generator, in the same order:
 
 - fewer than `n_startup_jobs` finished trials: a draw from the prior (`hyperopt.rand.suggest`);
 - otherwise, per label: split the observations into the `gamma * sqrt(n)` best ("below") and the

@@ -10,9 +10,10 @@ left alone, which of two equally fast configurations is handed back depends on t
 when the search ends, the configurations that meet the criterion within the run's latency noise
 of the fastest (at most `CONTENDERS`) are measured again, side by side in one sitting
 (`REMEASURE_ROUNDS` times each, interleaved, each with a fresh interpreter, median), and among
-those whose re-measured ratio is within the noise of the lowest, the rule picks: fewer float units first, then int8 on the
-earlier units (in the search space's unit order). The chosen record's latency is the re-measured
-one (also what decides "faster than float"); the history keeps each trial's own reading.
+those whose re-measured ratio is within the noise of the lowest, the rule picks: fewer float
+units first, then int8 on the earlier units (in the search space's unit order). The chosen
+record's latency is the re-measured one (also what decides "faster than float"); the history
+keeps each trial's own reading.
 """
 from __future__ import annotations
 
