@@ -72,6 +72,26 @@ def test_a_unit_that_departs_from_its_type_gets_its_own_cost(cnn_graph):
     assert without.unit_cost == {} and abs(without.ratio_to_int8(others) - truth.ratio_to_int8(others)) > 0.1
 
 
+def test_a_miss_within_the_noise_gets_no_cost_of_its_own(cnn_graph):
+    """A one-unit design misses the per-type fit by chance as often as the readings are noisy: a
+    miss must exceed the run's noise (a share of its readings' spread) as well as the tie margin."""
+    graph, _ = cnn_graph
+    truth = latency_model.from_graph(graph, graph.unit_names, {})
+    truth.cost = {"CONV_2D": 0.6, "FULLY_CONNECTED": 0.2, "SOFTMAX": 0.0}
+    truth.boundary_cost = 0.3
+    truth.unit_cost = {"conv1": -0.2}
+    readings = {name: (int8, truth.ratio_to_int8(int8)) for name, int8 in
+                latency_model.designs(truth.units, truth.kinds, truth.units).items()}
+    int8, ratio = readings[latency_model.unit_design("conv3")]
+    readings[latency_model.unit_design("conv3")] = (int8, ratio - 0.05)  # one reading 5 % low
+    quiet, noisy = (latency_model.from_graph(graph, graph.unit_names, {}) for _ in range(2))
+    quiet.fit(readings)
+    noisy.noise = 0.1  # readings spread 10 %: 3 standard errors of their median are 7.5 %
+    noisy.fit(readings)
+    assert set(quiet.unit_cost) == {"conv1", "conv3"}
+    assert set(noisy.unit_cost) == {"conv1"}
+
+
 def test_measured_on_the_cnn(cnn_graph):
     """Measured for real: the all-int8 model is `int8_ratio` x float, the fit follows the
     designs, and the noise is reported."""

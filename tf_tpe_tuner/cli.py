@@ -16,6 +16,7 @@ import sys
 from absl import app, flags
 
 from . import _cli_common
+from .workspace import REPORT_FILES, RESULT_FILES
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "The model: a .keras file (tf_keras or Keras 3), an .h5 file, a "
@@ -183,8 +184,8 @@ def _run() -> int:
     if test:
         print(f"test data ({test['samples']} samples): accuracy {test['best_accuracy']:.6g} "
               f"(fp32 {test['fp32_accuracy']:.6g})")
-    print(f"wrote {os.path.join(out, 'best_model.tflite')}, best_config.yaml, summary.json, "
-          "history.jsonl, report.md, report.json, pareto.png")
+    written = [f for f in RESULT_FILES + REPORT_FILES if os.path.exists(os.path.join(out, f))]
+    print(f"wrote {', '.join(written)} in {out}")
     return EXIT_MET if result.met_criterion else EXIT_NOT_MET
 
 

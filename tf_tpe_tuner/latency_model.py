@@ -43,6 +43,12 @@ TIE = 0.03  # predictions within 3 % of each other are a tie
 NEGLIGIBLE = TIE  # so is an op type whose whole cost is under it: it counts as none
 UNIT_DESIGN = "unit "  # one-unit designs are named `unit_design(u)`: "unit <u> float"
 SINGLES_BUDGET_S = 2.0  # one-unit designs when units x float latency x iterations stays under this
+# A unit's own cost needs a miss beyond this share of `noise` too: the median of REPEATS readings
+# strays by about a quarter of their spread (max - min), so this is about 3 standard errors, which
+# 64 one-unit designs pass by chance about once in 6 runs, if the noise is normal (at a flat 3 %,
+# with readings spread 4-6 %, one of 4 MobileNetV2 runs gave 24 units their own cost, the others
+# 3-7, and its answer differed).
+OWN_COST_SPREADS = 0.75
 
 
 @dataclass
@@ -116,8 +122,9 @@ class LatencyModel:
         misses by more than `NEGLIGIBLE` gets a cost of its own, the worst first, refitting
         each time (forward selection: a unit whose kernel does not cost in proportion to its
         multiply-adds, like a convolution reading a one-channel image, gets one; the rest share
-        their type's)."""
+        their type's). With `noise` set, a miss must also exceed `OWN_COST_SPREADS` x `noise`."""
         names = list(readings)
+        threshold = max(NEGLIGIBLE, OWN_COST_SPREADS * self.noise)
         rows = np.stack([self.row(readings[n][0]) for n in names])
         x = self.features(rows)
         y = np.array([readings[n][1] - 1.0 for n in names])
@@ -129,7 +136,7 @@ class LatencyModel:
             theta = self._lstsq(columns, y, len(self.types))
             misses = {u: y[i] - columns[i] @ theta for u, i in singles.items() if u not in own}
             worst = max(misses, key=lambda u: (abs(misses[u]), u), default=None)
-            if worst is None or abs(misses[worst]) <= NEGLIGIBLE:
+            if worst is None or abs(misses[worst]) <= threshold:
                 break
             own.append(worst)
         n_types = len(self.types)
@@ -203,8 +210,8 @@ def measure(model: LatencyModel, realize: Callable[[Sequence[str]], bytes],
             values += [ratio(tflite, int8_bytes) for _ in range(MORE_REPEATS)]
         spreads.append((max(values) - min(values)) / statistics.median(values))
         readings[name] = (int8, statistics.median(values))
-    model.fit(readings)
     model.noise = statistics.median(spreads)
+    model.fit(readings)
     model.int8_ratio = 1.0 / readings["all float"][1]
     return model
 
@@ -239,8 +246,8 @@ def load(model: LatencyModel, saved: Mapping) -> bool:
         noise, int8_ratio = float(saved["noise"]), float(saved["int8_ratio"])
     except (KeyError, TypeError, ValueError):
         return False
-    model.fit(readings)
     model.noise, model.int8_ratio = noise, int8_ratio
+    model.fit(readings)
     return True
 
 
