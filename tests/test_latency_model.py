@@ -72,9 +72,10 @@ def test_a_unit_that_departs_from_its_type_gets_its_own_cost(cnn_graph):
     assert without.unit_cost == {} and abs(without.ratio_to_int8(others) - truth.ratio_to_int8(others)) > 0.1
 
 
-def test_a_miss_within_the_noise_gets_no_cost_of_its_own(cnn_graph):
+def test_costs_within_the_noise_count_as_none(cnn_graph):
     """A one-unit design misses the per-type fit by chance as often as the readings are noisy: a
-    miss must exceed the run's noise (a share of its readings' spread) as well as the tie margin."""
+    unit's own cost, and an op type's, must exceed the run's noise (a share of its readings'
+    spread) as well as the tie margin."""
     graph, _ = cnn_graph
     truth = latency_model.from_graph(graph, graph.unit_names, {})
     truth.cost = {"CONV_2D": 0.6, "FULLY_CONNECTED": 0.2, "SOFTMAX": 0.0}
@@ -90,6 +91,12 @@ def test_a_miss_within_the_noise_gets_no_cost_of_its_own(cnn_graph):
     noisy.fit(readings)
     assert set(quiet.unit_cost) == {"conv1", "conv3"}
     assert set(noisy.unit_cost) == {"conv1"}
+    truth.unit_cost, truth.cost["SOFTMAX"] = {}, 0.05  # a type costing 5 %: more than the tie margin
+    readings = {name: (int8, truth.ratio_to_int8(int8))
+                for name, int8 in latency_model.designs(truth.units, truth.kinds).items()}
+    quiet.fit(readings)
+    noisy.fit(readings)
+    assert quiet.cost["SOFTMAX"] == pytest.approx(0.05, abs=0.01) and noisy.cost["SOFTMAX"] == 0.0
 
 
 def test_measured_on_the_cnn(cnn_graph):

@@ -43,12 +43,12 @@ TIE = 0.03  # predictions within 3 % of each other are a tie
 NEGLIGIBLE = TIE  # so is an op type whose whole cost is under it: it counts as none
 UNIT_DESIGN = "unit "  # one-unit designs are named `unit_design(u)`: "unit <u> float"
 SINGLES_BUDGET_S = 2.0  # one-unit designs when units x float latency x iterations stays under this
-# A unit's own cost needs a miss beyond this share of `noise` too: the median of REPEATS readings
-# strays by about a quarter of their spread (max - min), so this is about 3 standard errors, which
-# 64 one-unit designs pass by chance about once in 6 runs, if the noise is normal (at a flat 3 %,
-# with readings spread 4-6 %, one of 4 MobileNetV2 runs gave 24 units their own cost, the others
-# 3-7, and its answer differed).
-OWN_COST_SPREADS = 0.75
+# A cost counts (an op type's, a unit's own) only beyond this share of `noise` too: the median of
+# REPEATS readings strays by about a quarter of their spread (max - min), so this is about 3
+# standard errors, which 64 one-unit designs pass by chance about once in 6 runs, if the noise is
+# normal (at a flat 3 %, with readings spread 4-6 %, one of 4 MobileNetV2 runs gave 24 units their
+# own cost, the others 3-7, and its answer differed).
+NOISE_SPREADS = 0.75
 
 
 @dataclass
@@ -116,15 +116,16 @@ class LatencyModel:
 
     def fit(self, readings: Mapping[str, tuple[frozenset[str], float]]) -> None:
         """Least squares over the designs: {name: (int8 units, measured ratio to all-int8)}.
-        An op type whose whole cost is under `NEGLIGIBLE` is set to 0 and the rest refitted:
+        An op type whose whole cost is under `threshold` is set to 0 and the rest refitted:
         such a cost is mostly noise, and its sign would order configurations differently in
         every run. With one-unit designs (`unit <u> float`), a unit whose own reading the fit
-        misses by more than `NEGLIGIBLE` gets a cost of its own, the worst first, refitting
+        misses by more than `threshold` gets a cost of its own, the worst first, refitting
         each time (forward selection: a unit whose kernel does not cost in proportion to its
         multiply-adds, like a convolution reading a one-channel image, gets one; the rest share
-        their type's). With `noise` set, a miss must also exceed `OWN_COST_SPREADS` x `noise`."""
+        their type's). `threshold`: `NEGLIGIBLE`, or `NOISE_SPREADS` x `noise` where that is
+        more (a cost within what the readings' noise does is not told from none)."""
         names = list(readings)
-        threshold = max(NEGLIGIBLE, OWN_COST_SPREADS * self.noise)
+        threshold = max(NEGLIGIBLE, NOISE_SPREADS * self.noise)
         rows = np.stack([self.row(readings[n][0]) for n in names])
         x = self.features(rows)
         y = np.array([readings[n][1] - 1.0 for n in names])
@@ -133,7 +134,7 @@ class LatencyModel:
         own: list[str] = []
         while True:
             columns = np.column_stack([x, 1.0 - rows[:, [self.units.index(u) for u in own]]])
-            theta = self._lstsq(columns, y, len(self.types))
+            theta = self._lstsq(columns, y, len(self.types), threshold)
             misses = {u: y[i] - columns[i] @ theta for u, i in singles.items() if u not in own}
             worst = max(misses, key=lambda u: (abs(misses[u]), u), default=None)
             if worst is None or abs(misses[worst]) <= threshold:
@@ -147,11 +148,11 @@ class LatencyModel:
         self.designs = {name: float(ratio) for name, (_, ratio) in readings.items()}
 
     @staticmethod
-    def _lstsq(x: np.ndarray, y: np.ndarray, n_types: int) -> np.ndarray:
-        """Least squares, then again without the op-type costs under NEGLIGIBLE."""
+    def _lstsq(x: np.ndarray, y: np.ndarray, n_types: int, threshold: float) -> np.ndarray:
+        """Least squares, then again without the op-type costs under `threshold`."""
         theta, *_ = np.linalg.lstsq(x, y, rcond=None)
         small = np.zeros(x.shape[1], dtype=bool)
-        small[:n_types] = np.abs(theta[:n_types]) < NEGLIGIBLE
+        small[:n_types] = np.abs(theta[:n_types]) < threshold
         if small.any():
             theta = np.zeros(x.shape[1])
             theta[~small], *_ = np.linalg.lstsq(x[:, ~small], y, rcond=None)
