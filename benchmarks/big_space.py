@@ -7,10 +7,12 @@ criterion among those that 150-trial runs of tpe and of random search (each `--s
 found, their fastest few re-measured side by side (the minimum of many noisy readings is biased
 low). Then, with the default sampler: `--seeds` runs of 20 trials, and `--seeds` runs of the
 default stop rule. Every configuration that met the criterion in those runs is re-measured side
-by side with the reference (fresh interpreters, interleaved, median of ROUNDS), and each run
-reports the first trial whose configuration is within 1.05x the reference, and (default stop
-rule) the handed-back configuration's ratio to the reference and its trials. Measure on a quiet
-machine; MobileNetV2's 150-trial runs take about 1.5 min each, a pretrained model's far longer.
+by side with the reference (fresh interpreters, interleaved, median of ROUNDS); those within
+RECHECK of the fastest are read again (RECHECK_ROUNDS), and these independent readings are the
+ones compared (the fastest of many first readings is biased low). Each run reports the first
+trial whose configuration is within 1.05x the reference, and (default stop rule) the
+handed-back configuration's ratio to the reference and its trials. Measure on a quiet machine;
+MobileNetV2's 150-trial runs take about 40 s each (7 min in all), a pretrained model's far longer.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from tf_tpe_tuner.run_setup import model_graph  # noqa: E402
 
 ROUNDS = 5
 NEAR = 1.05
+RECHECK, RECHECK_ROUNDS = 1.15, 9  # configurations within 1.15x of the first reference are read again
 REFERENCE_CANDIDATES = 8  # per reference run, its fastest meeting configurations by reading
 
 
@@ -75,10 +78,15 @@ def main() -> None:
         default = [run(model, calib, held, conf, "tpe", seed, None) for seed in range(args.seeds)]
         for result, _ in short + default:
             candidates |= {int8_set(r) for r in result.history if r.met_criterion and r.status == "ok"}
-        ratios = measure(sorted(candidates, key=sorted), realizer, reference_bytes, perf)
-        reference = min(ratios.values())
-        print(f"{name}: reference {reference:.3f}x float (the fastest of {len(ratios)} meeting "
-              f"configurations re-measured side by side)")
+        first = measure(sorted(candidates, key=sorted), realizer, reference_bytes, perf)
+        # the fastest of many noisy readings reads low by chance (the winner's curse): those that
+        # could be within NEAR of the reference are read again, and these fresh readings compared
+        close = sorted((c for c in first if first[c] <= RECHECK * min(first.values())), key=sorted)
+        ratios = {**first, **measure(close, realizer, reference_bytes, perf, RECHECK_ROUNDS)}
+        reference = min(ratios[c] for c in close)
+        print(f"{name}: reference {reference:.3f}x float (the fastest of {len(first)} meeting configurations "
+              f"re-measured side by side, {min(first.values()):.3f}x at first; the {len(close)} within "
+              f"{RECHECK}x of that read again, {RECHECK_ROUNDS} rounds)")
         firsts = []
         for seed, (result, secs) in enumerate(short):
             near = [r.trial for r in result.history if r.met_criterion and r.status == "ok"
@@ -101,12 +109,12 @@ def main() -> None:
               f"{statistics.median(w[1] for w in within)} trials (goal <= 25)", flush=True)
 
 
-def measure(configs: list[frozenset[str]], realizer, reference: bytes, perf: dict) -> dict:
-    """Each configuration's latency ratio to the float model: ROUNDS interleaved rounds, each
+def measure(configs: list[frozenset[str]], realizer, reference: bytes, perf: dict, rounds: int = ROUNDS) -> dict:
+    """Each configuration's latency ratio to the float model: `rounds` interleaved rounds, each
     with fresh interpreters, median."""
     models = {c: realizer.realize(sorted(c)).tflite_model for c in configs}
     readings = {c: [] for c in configs}
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         for c in configs:
             readings[c].append(TFLiteModel(models[c]).latency_ratio(TFLiteModel(reference), perf["warmup"],
                                                                     perf["iteration"]))

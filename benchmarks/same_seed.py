@@ -5,8 +5,10 @@ fresh output directory, nothing shared between runs.
 
 Models (`same_seed_inputs.py`): those of `pretrained_zoo.py` (face_landmark, hand_landmark_full,
 mobilenetv2) with its confs, and the small zoo's cases (`zoo.py`: cnn, cnn_outliers, ..., with
-their criteria and `compare.py`'s latency settings). `--model` takes a comma-separated list. Prints one line per run (a hash of the handed-back int8 set, its size, the best trial,
-the trials, the ratio to float, the latency model's fitted costs) and how many distinct int8 sets the runs handed back.
+their criteria and `compare.py`'s latency settings). `--model` takes a comma-separated list.
+Prints one line per run (a hash of the handed-back int8 set, its size, the best trial, the
+trials, the ratio to float, the latency model's fitted costs, the units with a cost of their own
+and the noise of a reading) and how many distinct int8 sets the runs handed back.
 """
 from __future__ import annotations
 
@@ -32,7 +34,9 @@ print("RUN " + json.dumps({"int8": sorted(r.int8_units), "best_trial": r.best_tr
                            "ratio": r.latency_ms / r.baseline.latency_ms if r.latency_ms else None,
                            "tie": (r.latency_model or {}).get("tie"),
                            "costs": {**(r.latency_model or {}).get("cost_per_type", {}),
-                                     "boundary": (r.latency_model or {}).get("boundary_cost")}}))
+                                     "boundary": (r.latency_model or {}).get("boundary_cost")},
+                           "own": sorted((r.latency_model or {}).get("unit_cost", {})),
+                           "noise": (r.latency_model or {}).get("noise")}))
 """
 
 
@@ -59,7 +63,8 @@ def same_seed(model: str, runs: int, seed: int, env: dict) -> None:
         answers.append(digest)
         print(f"{model} run {run + 1}: int8 set {digest} ({len(result['int8'])} units), best trial "
               f"{result['best_trial']}, {result['trials']} trials, {result['ratio']:.3f}x float, "
-              f"tie margin {result['tie']}; model costs {result['costs']}", flush=True)
+              f"tie margin {result['tie']}; model costs {result['costs']}, units with their own "
+              f"{result['own']}, noise of a reading {result['noise']}", flush=True)
     print(f"{model}: {len(set(answers))} distinct int8 set(s) in {runs} runs", flush=True)
 
 

@@ -25,7 +25,8 @@ each type float (more boundaries for the same share); all-float; on small fast m
 alone float. Fitted by least squares; the
 ratio of all-int8 to float is measured too (`int8_ratio`), to express the model as a ratio to
 float. Reported: the fit's residual (`residual`) and the noise of one reading (`noise`: the
-median design's spread); predictions closer than `TIE` are ties.
+median design's spread); a cost within what that noise does counts as none (`NOISE_SPREADS`), and
+predictions closer than `TIE` are ties.
 """
 from __future__ import annotations
 
@@ -44,11 +45,11 @@ NEGLIGIBLE = TIE  # so is an op type whose whole cost is under it: it counts as 
 UNIT_DESIGN = "unit "  # one-unit designs are named `unit_design(u)`: "unit <u> float"
 SINGLES_BUDGET_S = 2.0  # one-unit designs when units x float latency x iterations stays under this
 # A cost counts (an op type's, a unit's own) only beyond this share of `noise` too: the median of
-# REPEATS readings strays by about a quarter of their spread (max - min), so this is about 3
-# standard errors, which 64 one-unit designs pass by chance about once in 6 runs, if the noise is
-# normal (at a flat 3 %, with readings spread 4-6 %, one of 4 MobileNetV2 runs gave 24 units their
-# own cost, the others 3-7, and its answer differed).
+# REPEATS readings strays by about a quarter of their spread (max - min), so this is 3 standard
+# errors or more (at a flat 3 %, with readings spread 4-6 %, one of 4 MobileNetV2 runs gave 24
+# units their own cost, the others 3-7, and its answer differed).
 NOISE_SPREADS = 0.75
+NEAR_THE_BAR = 2.0  # a one-unit design whose miss is within this factor of the bar is read again
 
 
 @dataclass
@@ -65,6 +66,8 @@ class LatencyModel:
     noise: float = 0.0  # the median design's spread of readings (max - min) / median
     designs: dict[str, float] = field(default_factory=dict)  # design -> measured ratio to all-int8
     unit_cost: dict[str, float] = field(default_factory=dict)  # unit -> its own correction, when measured
+    single_misses: dict[str, float] = field(default_factory=dict, repr=False)  # unit -> its one-unit
+    # design's miss by the fit without its own cost (its own cost, for a unit that has one)
 
     def __post_init__(self) -> None:
         index = {u: i for i, u in enumerate(self.units)}
@@ -116,16 +119,15 @@ class LatencyModel:
 
     def fit(self, readings: Mapping[str, tuple[frozenset[str], float]]) -> None:
         """Least squares over the designs: {name: (int8 units, measured ratio to all-int8)}.
-        An op type whose whole cost is under `threshold` is set to 0 and the rest refitted:
+        An op type whose whole cost is under `bar` is set to 0 and the rest refitted:
         such a cost is mostly noise, and its sign would order configurations differently in
         every run. With one-unit designs (`unit <u> float`), a unit whose own reading the fit
-        misses by more than `threshold` gets a cost of its own, the worst first, refitting
+        misses by more than `bar` gets a cost of its own, the worst first, refitting
         each time (forward selection: a unit whose kernel does not cost in proportion to its
         multiply-adds, like a convolution reading a one-channel image, gets one; the rest share
-        their type's). `threshold`: `NEGLIGIBLE`, or `NOISE_SPREADS` x `noise` where that is
-        more (a cost within what the readings' noise does is not told from none)."""
+        their type's). A cost within what the readings' noise does is not told from none."""
         names = list(readings)
-        threshold = max(NEGLIGIBLE, NOISE_SPREADS * self.noise)
+        threshold = self.bar
         rows = np.stack([self.row(readings[n][0]) for n in names])
         x = self.features(rows)
         y = np.array([readings[n][1] - 1.0 for n in names])
@@ -144,6 +146,7 @@ class LatencyModel:
         self.cost = {t: float(a) for t, a in zip(self.types, theta[:n_types])}
         self.boundary_cost = float(theta[n_types])
         self.unit_cost = {u: float(a) for u, a in zip(own, theta[n_types + 1:])}
+        self.single_misses = {**{u: float(m) for u, m in misses.items()}, **self.unit_cost}
         self.residual = float(np.sqrt(np.mean((columns @ theta - y) ** 2)))
         self.designs = {name: float(ratio) for name, (_, ratio) in readings.items()}
 
@@ -165,6 +168,12 @@ class LatencyModel:
                 "noise": round(self.noise, 4), "tie": round(self.tie, 4),
                 "designs": {name: round(ratio, 4) for name, ratio in self.designs.items()},
                 "unit_cost": {u: round(a, 4) for u, a in self.unit_cost.items()}}
+
+    @property
+    def bar(self) -> float:
+        """What a cost (an op type's, a unit's own) must exceed to count: the tie margin, or
+        `NOISE_SPREADS` x the noise of a reading where that is more."""
+        return max(NEGLIGIBLE, NOISE_SPREADS * self.noise)
 
     @property
     def tie(self) -> float:
@@ -201,18 +210,30 @@ def measure(model: LatencyModel, realize: Callable[[Sequence[str]], bytes],
             repeats: int = REPEATS, singles: Sequence[str] = ()) -> LatencyModel:
     """Measure the designs side by side with the all-int8 model (`ratio(a, b)`: a's latency over
     b's, interleaved) and fit `model`; `realize(int8 units)` gives a configuration's TFLite bytes.
-    `singles`: units measured alone float as well (see `fit`)."""
+    `singles`: units measured alone float as well (see `fit`); a one-unit design whose miss is
+    near the bar for a cost of its own (within `NEAR_THE_BAR` either side) is read as many times
+    again and the model refitted, so that the noise of one design's readings does not decide."""
     int8_bytes = realize(list(model.units))
-    readings, spreads = {}, []
+    readings, spreads, values_of = {}, [], {}
     for name, int8 in designs(model.units, model.kinds, singles).items():
         tflite = float_bytes if not int8 else realize(sorted(int8))
         values = [ratio(tflite, int8_bytes) for _ in range(repeats)]
         if (max(values) - min(values)) / statistics.median(values) > AGREE:
             values += [ratio(tflite, int8_bytes) for _ in range(MORE_REPEATS)]
         spreads.append((max(values) - min(values)) / statistics.median(values))
-        readings[name] = (int8, statistics.median(values))
+        readings[name], values_of[name] = (int8, statistics.median(values)), values
     model.noise = statistics.median(spreads)
     model.fit(readings)
+    near = [u for u, miss in model.single_misses.items()
+            if model.bar / NEAR_THE_BAR < abs(miss) < model.bar * NEAR_THE_BAR]
+    for u in near:
+        name = unit_design(u)
+        int8, values = readings[name][0], values_of[name]
+        tflite = realize(sorted(int8))
+        values += [ratio(tflite, int8_bytes) for _ in range(len(values))]
+        readings[name] = (int8, statistics.median(values))
+    if near:
+        model.fit(readings)
     model.int8_ratio = 1.0 / readings["all float"][1]
     return model
 
