@@ -6,8 +6,9 @@ side by side in one process: fresh interpreters each round, interleaved, median 
 
 Models: those of `same_seed.py`. The earlier commit is checked out with `git archive` into a
 temporary directory; both runs use this checkout's benchmarks and test data. Prints per model:
-each answer's int8 units, its ratio to float, and the ratio of this commit's answer to the
-earlier one's (below 1: faster). Measure on a quiet machine.
+each answer's int8 units, its ratio to float, the ratio of this commit's answer to the
+earlier one's (below 1: faster), and the units int8 in one answer only. Measure on a quiet
+machine.
 """
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ from tf_tpe_tuner import tune
 with tempfile.TemporaryDirectory() as out:
     r = tune(model, conf, calib, eval_data=held, output_dir=out, report=False)
 open(sys.argv[6], "wb").write(r.tflite_model)
-print("RUN " + json.dumps({"int8": len(r.int8_units), "units": len(r.config), "trials": r.trials}))
+print("RUN " + json.dumps({"int8": len(r.int8_units), "units": len(r.config), "trials": r.trials,
+                           "int8_units": sorted(r.int8_units)}))
 """
 
 
@@ -87,6 +89,11 @@ def main() -> None:
             print(f"{model}: {args.against} {then['int8']}/{then['units']} int8 in {then['trials']} trials "
                   f"{to_float[0]:.3f}x float | now {now['int8']}/{now['units']} in {now['trials']} trials "
                   f"{to_float[1]:.3f}x float | now / {args.against}: {now_vs_then:.3f}", flush=True)
+            then_only = sorted(set(then["int8_units"]) - set(now["int8_units"]))
+            now_only = sorted(set(now["int8_units"]) - set(then["int8_units"]))
+            same = open(paths[0], "rb").read() == open(paths[1], "rb").read()
+            print(f"  int8 only {args.against}: {', '.join(then_only) or '-'}; int8 only now: "
+                  f"{', '.join(now_only) or '-'}{' (the same TFLite bytes)' if same else ''}", flush=True)
 
 
 if __name__ == "__main__":
