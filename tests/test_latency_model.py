@@ -22,6 +22,21 @@ def cnn_graph(cnn, digits):
     return graph, make_realizer("denylist", graph, ArrayData([x[:64]]))
 
 
+def _truth(graph, unit_cost=None, softmax: float = 0.0):
+    """A latency model with known costs: its predictions stand in for readings."""
+    truth = latency_model.from_graph(graph, graph.unit_names, {})
+    truth.cost = {"CONV_2D": 0.6, "FULLY_CONNECTED": 0.2, "SOFTMAX": softmax}
+    truth.boundary_cost = 0.3
+    truth.unit_cost = dict(unit_cost or {})
+    return truth
+
+
+def _readings(truth, singles=()) -> dict:
+    """Every design's reading as `truth` predicts it (`singles`: units also measured alone)."""
+    return {name: (int8, truth.ratio_to_int8(int8))
+            for name, int8 in latency_model.designs(truth.units, truth.kinds, singles).items()}
+
+
 def test_features_of_all_int8_and_all_float(cnn_graph):
     graph, _ = cnn_graph
     model = latency_model.from_graph(graph, graph.unit_names, {})
@@ -38,11 +53,7 @@ def test_features_of_all_int8_and_all_float(cnn_graph):
 def test_fit_recovers_known_costs_and_drops_negligible_ones(cnn_graph):
     """Readings made from known costs are fitted back; a type costing under the tie margin becomes 0."""
     graph, _ = cnn_graph
-    truth = latency_model.from_graph(graph, graph.unit_names, {})
-    truth.cost = {"CONV_2D": 0.6, "FULLY_CONNECTED": 0.2, "SOFTMAX": 0.004}
-    truth.boundary_cost = 0.3
-    readings = {name: (int8, truth.ratio_to_int8(int8))
-                for name, int8 in latency_model.designs(truth.units, truth.kinds).items()}
+    readings = _readings(_truth(graph, softmax=0.004))
     fitted = latency_model.from_graph(graph, graph.unit_names, {})
     fitted.fit(readings)
     assert fitted.cost["SOFTMAX"] == 0.0
@@ -56,12 +67,8 @@ def test_a_unit_that_departs_from_its_type_gets_its_own_cost(cnn_graph):
     departs from that by more than the tie margin gives the unit its own correction (measured:
     a convolution reading a one-channel image ran far slower in int8 than its share said)."""
     graph, _ = cnn_graph
-    truth = latency_model.from_graph(graph, graph.unit_names, {})
-    truth.cost = {"CONV_2D": 0.6, "FULLY_CONNECTED": 0.2, "SOFTMAX": 0.0}
-    truth.boundary_cost = 0.3
-    truth.unit_cost = {"conv1": -0.2}  # floating conv1 saves 20 % more than its share says
-    readings = {name: (int8, truth.ratio_to_int8(int8)) for name, int8 in
-                latency_model.designs(truth.units, truth.kinds, truth.units).items()}
+    truth = _truth(graph, {"conv1": -0.2})  # floating conv1 saves 20 % more than its share says
+    readings = _readings(truth, truth.units)
     fitted = latency_model.from_graph(graph, graph.unit_names, {})
     fitted.fit(readings)
     assert set(fitted.unit_cost) == {"conv1"}
@@ -77,11 +84,7 @@ def test_costs_within_the_noise_count_as_none(cnn_graph):
     unit's own cost, and an op type's, must exceed the run's noise (a share of its readings'
     spread) as well as the tie margin."""
     graph, _ = cnn_graph
-    truth = latency_model.from_graph(graph, graph.unit_names, {})
-    truth.cost = {"CONV_2D": 0.6, "FULLY_CONNECTED": 0.2, "SOFTMAX": 0.0}
-    truth.boundary_cost = 0.3
-    readings = {name: (int8, truth.ratio_to_int8(int8)) for name, int8 in
-                latency_model.designs(truth.units, truth.kinds, truth.units).items()}
+    readings = _readings(_truth(graph), graph.unit_names)
     int8, ratio = readings[latency_model.unit_design("conv3")]
     readings[latency_model.unit_design("conv3")] = (int8, ratio - 0.05)  # one reading 5 % low
     quiet, noisy = (latency_model.from_graph(graph, graph.unit_names, {}) for _ in range(2))
@@ -89,9 +92,7 @@ def test_costs_within_the_noise_count_as_none(cnn_graph):
     noisy.noise = 0.1  # readings spread 10 %: 3 standard errors of their median are 7.5 %
     noisy.fit(readings)
     assert set(quiet.unit_cost) == {"conv3"} and noisy.unit_cost == {}
-    truth.cost["SOFTMAX"] = 0.05  # a type costing 5 %: more than the tie margin
-    readings = {name: (int8, truth.ratio_to_int8(int8))
-                for name, int8 in latency_model.designs(truth.units, truth.kinds).items()}
+    readings = _readings(_truth(graph, softmax=0.05))  # a type costing 5 %: more than the tie margin
     quiet.fit(readings)
     noisy.fit(readings)
     assert quiet.cost["SOFTMAX"] == pytest.approx(0.05, abs=0.01) and noisy.cost["SOFTMAX"] == 0.0
@@ -103,9 +104,7 @@ def test_a_one_unit_design_near_the_bar_is_read_again(cnn_graph):
     and conv3 gets no cost of its own. Readings from known costs stand in for the interpreter
     here, so that which readings are low is fixed."""
     graph, _ = cnn_graph
-    truth = latency_model.from_graph(graph, graph.unit_names, {})
-    truth.cost = {"CONV_2D": 0.6, "FULLY_CONNECTED": 0.2, "SOFTMAX": 0.0}
-    truth.boundary_cost = 0.3
+    truth = _truth(graph)
     conv3_alone = frozenset(graph.unit_names) - {"conv3"}
     calls = []
 
@@ -126,12 +125,7 @@ def test_fewer_than_half_of_a_type_get_their_own_cost(cnn_graph):
     a cost of its own, of its 2 dense layers none (with more, the type's cost and the units'
     own would be interchangeable, and the fit would trade them from run to run)."""
     graph, _ = cnn_graph
-    truth = latency_model.from_graph(graph, graph.unit_names, {})
-    truth.cost = {"CONV_2D": 0.6, "FULLY_CONNECTED": 0.2, "SOFTMAX": 0.0}
-    truth.boundary_cost = 0.3
-    truth.unit_cost = {"conv1": -0.2, "conv3": -0.15, "fc1": -0.2}
-    readings = {name: (int8, truth.ratio_to_int8(int8)) for name, int8 in
-                latency_model.designs(truth.units, truth.kinds, truth.units).items()}
+    readings = _readings(_truth(graph, {"conv1": -0.2, "conv3": -0.15, "fc1": -0.2}), graph.unit_names)
     fitted = latency_model.from_graph(graph, graph.unit_names, {})
     fitted.fit(readings)
     assert len(fitted.unit_cost) == 1 and fitted.kinds[next(iter(fitted.unit_cost))] == "CONV_2D"
