@@ -13,7 +13,7 @@ import yaml
 from conftest import FAST_PERF, fast_conf, trial_lines
 from tf_tpe_tuner import Conf, TpeTuneStrategy, TunerInputError, tune
 from tf_tpe_tuner.history import LATENCY_SIDE_BY_SIDE
-from tf_tpe_tuner.study import Criterion
+from tf_tpe_tuner.study import Criterion, StopRule
 from tf_tpe_tuner.study.loss import calculate_loss, loss_config
 
 ENV_KEYS = {"TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -46,6 +46,21 @@ def test_one_boundary_for_the_criterion():
     at_boundary = relative.drop(0.80, 0.80 * (1 - 0.01))
     assert calculate_loss(at_boundary, 2.0, config) == pytest.approx(0.0, abs=1e-9)
     assert calculate_loss(at_boundary + 1e-6, 2.0, config) > 80
+
+
+def test_the_stop_rule_gives_the_first_reason_that_holds():
+    rule = StopRule(max_trials=10, timeout=60, patience=3)
+    facts = dict(trials=4, seen=4, space_size=16, elapsed=5.0, goal=lambda: 2, since_improvement=1)
+    assert rule.reason(**facts) == ""
+    assert rule.reason(**{**facts, "since_improvement": 3}).startswith("patience")
+    assert rule.reason(**{**facts, "since_improvement": None}) == ""  # nothing meets the criterion yet
+    assert rule.reason(**{**facts, "elapsed": 60.0}).startswith("timeout (60 s)")
+    assert rule.reason(**{**facts, "seen": 16, "elapsed": 60.0}).startswith("search space exhausted")
+    assert rule.reason(**{**facts, "trials": 10, "seen": 16}).startswith("max_trials (10)")
+    goal_first = StopRule(max_trials=10, timeout=0)
+    assert goal_first.reason(**facts) == "goal met: trial 2 meets the criterion and beats float (timeout 0)"
+    assert goal_first.reason(**{**facts, "goal": lambda: None}) == ""
+    assert goal_first.reason(**facts, timeout=None) == ""  # the caller's timeout instead of the rule's
 
 
 def test_the_trial_description_is_picklable_and_runs_alike(cnn, digits, tmp_path):

@@ -52,6 +52,29 @@ NOISE_SPREADS = 0.75
 NEAR_THE_BAR = 2.0  # a one-unit design whose miss is within this factor of the bar is read again
 
 
+class PrecisionBoundary:
+    """Which tensors between units change precision in a configuration (each costs a QUANTIZE or
+    DEQUANTIZE). `edges`: (unit, unit, elements), an end that is not a searched unit is float
+    unless it is in `int8_ends`; `weights`: one per edge, what a changed edge counts."""
+
+    def __init__(self, units: Sequence[str], edges: Sequence[tuple], weights: np.ndarray,
+                 int8_ends: frozenset[str] = frozenset()):
+        index = {u: i for i, u in enumerate(units)}
+        on, off = len(units), len(units) + 1  # columns appended to every row: int8, float
+
+        def column(end: str | None) -> int:
+            if end in index:
+                return index[end]
+            return on if end in int8_ends else off
+        self._ends = [np.array([column(e[k]) for e in edges], dtype=int) for k in (0, 1)]
+        self._weights = np.asarray(weights, dtype=float)
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        """Per configuration row (1 = int8, per unit): the weights of the edges that change."""
+        padded = np.column_stack([rows, np.ones(len(rows)), np.zeros(len(rows))])
+        return (padded[:, self._ends[0]] != padded[:, self._ends[1]]) @ self._weights
+
+
 @dataclass
 class LatencyModel:
     units: list[str]  # the searched units
@@ -70,15 +93,9 @@ class LatencyModel:
     # could get its own cost -> its one-unit design's miss by the fit (its own cost, if it has one)
 
     def __post_init__(self) -> None:
-        index = {u: i for i, u in enumerate(self.units)}
-        on, off = len(self.units), len(self.units) + 1  # columns: always int8, always float
-        def column(end: str | None) -> int:
-            if end in index:
-                return index[end]
-            return on if end in self.fixed_int8 else off
-        self._ends = [np.array([column(e[k]) for e in self.edges], dtype=int) for k in (0, 1)]
-        total = sum(e[2] for e in self.edges) or 1.0
-        self._sizes = np.array([e[2] / total for e in self.edges])
+        total = sum(e[2] for e in self.edges) or 1.0  # boundary: relative to all tensors between units
+        self._boundary = PrecisionBoundary(self.units, self.edges, [e[2] / total for e in self.edges],
+                                           self.fixed_int8)
         self._type_shares = np.zeros((len(self.units), len(self.types)))
         for i, u in enumerate(self.units):
             self._type_shares[i, self.types.index(self.kinds[u])] = self.shares[u]
@@ -87,13 +104,6 @@ class LatencyModel:
     @property
     def types(self) -> list[str]:
         return sorted(set(self.kinds.values()))
-
-    def _boundary(self, rows: np.ndarray) -> np.ndarray:
-        """Per configuration row (1 = int8, per unit): the elements of the tensors that change
-        precision, relative to all tensors between units."""
-        padded = np.column_stack([rows, np.ones(len(rows)), np.zeros(len(rows))])
-        cut = padded[:, self._ends[0]] != padded[:, self._ends[1]]
-        return cut @ self._sizes
 
     def features(self, rows: np.ndarray) -> np.ndarray:
         """(float share per op type in `types` order..., boundary change) per configuration row."""

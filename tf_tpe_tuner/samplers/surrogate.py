@@ -31,6 +31,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ..latency_model import PrecisionBoundary
 from ..trial import tie_rule_key
 
 _ENUMERATE_UP_TO = 12  # units: 4096 configurations are ranked at once
@@ -73,11 +74,8 @@ class SensitivitySurrogate:
                                 for u in self.units])
         n = len(self.units)
         self.gamma = np.zeros(n)
-        float_end = n  # a column of zeros appended to every configuration
-        self._edge_ends = [np.array([self._index.get(e[k], float_end) if e[k] is not None else float_end
-                                     for e in edges], dtype=int) for k in (0, 1)]
         sizes = np.array([float(e[2]) for e in edges])
-        self._edge_sizes = sizes / sizes.max() if len(sizes) else sizes
+        self._boundary = PrecisionBoundary(self.units, edges, sizes / sizes.max() if len(sizes) else sizes)
         self._singles = [(frozenset([u]), latency[u]) for u in self.units if latency.get(u, 0) > 0]
         self._trials: list[tuple[frozenset, float]] = []
         self.delta, self.beta = 0.0, np.zeros(n)
@@ -116,12 +114,6 @@ class SensitivitySurrogate:
         y = np.array([ratio - 1.0 for _, ratio in rows])
         theta = np.linalg.solve(_gram(x) + _RIDGE * np.eye(x.shape[1]), x.T @ y)
         self.delta, self.beta = float(theta[0]), theta[1:]
-
-    def _boundary(self, matrix: np.ndarray) -> np.ndarray:
-        """The (relative) elements of the tensors that change precision, per configuration row."""
-        padded = np.column_stack([matrix, np.zeros(len(matrix))])
-        changes = np.abs(padded[:, self._edge_ends[0]] - padded[:, self._edge_ends[1]])
-        return changes @ self._edge_sizes
 
     def _vector(self, int8: Iterable[str]) -> np.ndarray:
         """The configuration as 0/1 per unit (cached: every fit revisits every trial)."""

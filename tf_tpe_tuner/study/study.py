@@ -18,15 +18,12 @@ than the latency noise measured in this run; when trials meet the criterion but 
 float model is handed back (`result.handed_back == FLOAT`); when none meets it, the trial with
 the lowest loss is, flagged.
 
-Stop rule (first that holds): `max_trials` trials (resumed ones count); every configuration seen;
-`timeout` seconds passed; with `timeout: 0`, the first configuration that meets the criterion
-and beats float (Neural Compressor's meaning); `patience` trials without a faster configuration
-that meets the criterion, once one does; the sampler has nothing left to propose; no worker left.
+Stop rule: `stop_rule.py`; the loop also stops when the sampler has nothing left to propose or
+no worker is left.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from time import monotonic  # a module name, so that a test can move the clock
 from typing import Callable, Mapping
 
@@ -42,19 +39,13 @@ from .criterion import Criterion, within
 from .final_choice import near_ties, rule_key, settle
 from .loss import calculate_loss
 from .result import BEST_ATTEMPT, FLOAT, QUANTIZED, Baseline, TuningResult
+from .stop_rule import StopRule
 
 log = logging.getLogger("tf_tpe_tuner")
 
 MIN_LATENCY_NOISE = 0.02  # ratios within 2 % of each other are never told apart
 BROKEN_AFTER = 3  # the tool's own error on each of this many first trials stops the run
 _MAX_SEEN_PROPOSALS = 20  # in a row, before the loop draws an unseen configuration itself
-
-
-@dataclass(frozen=True)
-class StopRule:
-    max_trials: int
-    timeout: float | None = None  # seconds; None: no limit; 0: stop at the first that beats float
-    patience: int | None = None  # trials without improvement, once the criterion is met
 
 
 class Study:
@@ -389,22 +380,15 @@ class Study:
         return self._start + timeout if timeout else None
 
     def why_stop(self, timeout: float | None | str = "rule", trials: int | None = None) -> str:
-        rule = self.stop_rule
-        timeout = rule.timeout if timeout == "rule" else timeout
-        trials = len(self._records) + len(self._running) if trials is None else trials
-        if trials >= rule.max_trials:
-            return f"max_trials ({rule.max_trials}) reached"
-        if self._seen_count() + len(self._running) >= self.space.size:
-            return f"search space exhausted (all {self.space.size} configurations tried)"
-        if timeout and self.elapsed() >= timeout:
-            return f"timeout ({timeout:g} s) passed"
-        if timeout == 0 and self.beats_float(self.best()) and self.sampler.stops_on_goal(self):
-            return f"goal met: trial {self.best().trial} meets the criterion and beats float (timeout 0)"
-        if rule.patience and self._improved_at is not None \
-                and len(self._records) - self._improved_at >= rule.patience:
-            return (f"patience: no faster configuration meeting the criterion in the last "
-                    f"{rule.patience} trials")
-        return ""
+        """Why the run stops now, or "" (`StopRule.reason`)."""
+        def goal() -> int | None:
+            best = self.best()
+            return best.trial if self.beats_float(best) and self.sampler.stops_on_goal(self) else None
+        return self.stop_rule.reason(
+            trials=len(self._records) + len(self._running) if trials is None else trials,
+            seen=self._seen_count() + len(self._running), space_size=self.space.size,
+            elapsed=self.elapsed(), goal=goal, timeout=timeout,
+            since_improvement=None if self._improved_at is None else len(self._records) - self._improved_at)
 
     def _seen_count(self) -> int:
         return sum(1 for r in self._by_key.values() if r.error_origin != ORIGIN_LOST)
