@@ -18,10 +18,10 @@ class StopRule:
                goal: Callable[[], int | None], since_improvement: int | None,
                timeout: float | None | str = "rule") -> str:
         """Why the run stops now, or "" to go on. `trials`: finished and under way; `seen`: the
-        configurations seen, those under way included; `goal()`: the trial that meets the criterion
-        and beats float, if any (asked with `timeout: 0` only); `since_improvement`: trials since the best
-        last improved (None while nothing meets the criterion); `timeout`: this one instead of
-        the rule's."""
+        configurations seen, those under way included; `goal()`: the trial that meets the
+        criterion and beats float, if any (asked with `timeout: 0` only); `since_improvement`:
+        trials since the best last improved (None while nothing meets the criterion); `timeout`:
+        this one instead of the rule's."""
         timeout = self.timeout if timeout == "rule" else timeout
         if trials >= self.max_trials:
             return f"max_trials ({self.max_trials}) reached"
