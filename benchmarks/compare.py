@@ -56,7 +56,7 @@ from tf_tpe_tuner.evaluate import Evaluator, TFLiteModel, make_metric  # noqa: E
 from tf_tpe_tuner.realize_denylist import DenylistRealizer  # noqa: E402
 from tf_tpe_tuner.strategy import STRATEGIES  # noqa: E402
 from tf_tpe_tuner.study import Criterion  # noqa: E402
-from tf_tpe_tuner.trial import int8_units  # noqa: E402
+from tf_tpe_tuner.trial import int8_units, tie_rule_key  # noqa: E402
 
 VARIANTS = {
     "tpe": {"strategy": {"name": "tpe"}},
@@ -105,7 +105,8 @@ def oracle(case, graph, conf: Conf, passes: int) -> dict:
         table[key] = (runs[0].accuracy, float(np.median([r.latency_ratio for r in runs])))
 
     def choose(keys: list) -> tuple[frozenset, dict]:
-        return choose_then_read(keys, lambda k: realizer.realize(k).tflite_model if k else fp32, ev)
+        models = {k: TFLiteModel(realizer.realize(k).tflite_model if k else fp32, PERF["num_threads"]) for k in keys}
+        return choose_then_read(models, graph.unit_names, ev)
     return {"base": base, "table": table, "choose": choose}
 
 
@@ -120,18 +121,17 @@ def settle(orc: dict, conf: Conf) -> dict:
     return {"base": orc["base"], "table": table, "best_key": best_key}
 
 
-def choose_then_read(keys: list, model_of, ev: Evaluator) -> tuple[frozenset, dict]:
-    """The fastest of `keys` chosen on one reading (3 interleaved rounds, median), and every key's
-    ratio from a second one. The least of many noisy readings is low by luck (the winner's curse):
-    read again, the chosen one's ratio is fair, and it is compared on the same reading as the rest."""
-    models = {k: TFLiteModel(model_of(k), PERF["num_threads"]) for k in keys}
-
+def choose_then_read(models: dict, units: list, ev: Evaluator) -> tuple[frozenset, dict]:
+    """The fastest of `models` ({int8 units: TFLiteModel}) chosen on one reading (3 interleaved
+    rounds, median; ties by the tuner's rule), and every key's ratio from a second one. The least
+    of many noisy readings is low by luck (the winner's curse): read again, the chosen one's ratio
+    is fair, and it is compared on the same reading as the rest."""
     def reading() -> dict:
         rounds = [{k: ev.latency_ratio_of(m) for k, m in models.items()} for _ in range(3)]
-        return {k: float(np.median([r[k] for r in rounds])) for k in keys}
+        return {k: float(np.median([r[k] for r in rounds])) for k in models}
 
     first = reading()
-    best_key = min(keys, key=lambda k: (first[k], -len(k), sorted(k)))  # ties: fewer float units
+    best_key = min(models, key=lambda k: (first[k], tie_rule_key(u not in k for u in units)))
     return best_key, reading()
 
 
@@ -142,9 +142,9 @@ def remeasure(case, graph, conf: Conf, keys: list) -> dict:
     fp32 = realizer.realize_float().tflite_model
     ev.set_latency_reference(fp32)
     base = ev.evaluate(fp32).accuracy
-    models = {k: realizer.realize(k).tflite_model for k in keys}
-    accuracy = {k: ev.evaluate(m).accuracy for k, m in models.items()}
-    best_key, second = choose_then_read(keys, models.__getitem__, ev)
+    models = {k: TFLiteModel(realizer.realize(k).tflite_model, PERF["num_threads"]) for k in keys}
+    accuracy = {k: ev.accuracy(m) for k, m in models.items()}
+    best_key, second = choose_then_read(models, graph.unit_names, ev)
     return {"base": base, "table": {k: (accuracy[k], r) for k, r in second.items()}, "best_key": best_key}
 
 

@@ -57,7 +57,7 @@ class PrecisionBoundary:
     DEQUANTIZE). `edges`: (unit, unit, elements), an end that is not a searched unit is float
     unless it is in `int8_ends`; `weights`: one per edge, what a changed edge counts."""
 
-    def __init__(self, units: Sequence[str], edges: Sequence[tuple], weights: np.ndarray,
+    def __init__(self, units: Sequence[str], edges: Sequence[tuple], weights: Sequence[float],
                  int8_ends: frozenset[str] = frozenset()):
         index = {u: i for i, u in enumerate(units)}
         on, off = len(units), len(units) + 1  # columns appended to every row: int8, float
