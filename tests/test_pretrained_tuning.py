@@ -10,19 +10,20 @@ float model itself is fine). Conf: the landmarks' MAE at most 1 px (absolute), t
 `agreement` at threshold 0 (a logit: face when > 0) with `relative: 0.01`, i.e. the flag says
 "face" for exactly the images the float model does (24 images: no flip allowed).
 
-hand_landmark_lite (outputs Identity: 21 landmarks x (x, y, z) in pixels of the 224 px input;
-Identity_1: hand presence, a probability 0..0.5 here; Identity_2: handedness, a probability;
-Identity_3: world landmarks in metres): all-int8 runs at ~0.6x, so it must be handed back
-quantized and faster. Conf: the landmarks' MAE at most 5 px (absolute), presence `agreement` at
-threshold 0.5 (a probability) with `relative: 0.05`: the same side of 0.5 on at least 95 % of the
-images (the float model puts one of the 24 at 0.502, on the edge; all-int8 flips that one).
+hand_landmark_full (outputs Identity: 21 landmarks x (x, y, z) in pixels of the 224 px input;
+Identity_1: hand presence, a probability 0..0.18 here; Identity_2: handedness, a probability;
+Identity_3: world landmarks in metres): all-int8 runs at 0.42-0.64x on the three CPUs seen, so it
+must be handed back quantized and faster. (hand_landmark_lite served here until a Xeon with AMX
+ran its all-int8 at 0.98x, within the noise of a reading: float was rightly handed back.) Conf:
+the landmarks' MAE at most 8 px (absolute; all-int8 6.0 px), presence `agreement` at threshold
+0.5 (a probability) with `relative: 0.05`: the same side of 0.5 on at least 95 % of the images.
 Handedness and world landmarks are left out with `combine: [Identity, Identity_1]`: there is no
 bundled photo of a hand (the inputs are random photo crops), and the handedness and 3D shape of
 a hand that is not there are noise (all-int8's world landmarks: NRMSE 1.3 of their spread); a
 tracker that uses them would score them on hand photos.
 
 The search budget is the one the Python-API version of this test had (10 trials with the
-per-unit sensitivity first for face_landmark; 4 without it for hand_landmark_lite, whose
+per-unit sensitivity first for face_landmark; 4 without it for hand_landmark_full, whose
 all-int8 first trial meets the criterion). The `eval_func` path is covered on small models
 (test_loop.py, test_multi_output.py, ...); this module does not repeat it here.
 """
@@ -55,26 +56,26 @@ CONFS = {
             "performance": PERF},
         "tuning": {"accuracy_criterion": {"absolute": 1.0},  # landmarks within 1 px on average
                    "exit_policy": {"max_trials": 10}, "strategy": {"tpe": {"sensitivity": True}}}},
-    "hand_landmark_lite": {
+    "hand_landmark_full": {
         "evaluation": {"accuracy": {
             "metric": "MAE",
             "outputs": {"Identity_1": {"metric": {"agreement": {"threshold": 0.5}},  # presence, a probability
                                        "accuracy_criterion": {"relative": 0.05}}},
             "combine": ["Identity", "Identity_1"]},  # handedness and world landmarks left out
-            "performance": PERF},
-        "tuning": {"accuracy_criterion": {"absolute": 5.0},  # landmarks within 5 px on average
+            "performance": {**PERF, "iteration": 30}},  # 4-5 ms a call: the fast setting
+        "tuning": {"accuracy_criterion": {"absolute": 8.0},  # landmarks within 8 px on average
                    "exit_policy": {"max_trials": 4}, "strategy": {"tpe": {"sensitivity": False}}}},
 }
 IMAGES = {"face_landmark": pretrained.faces,
-          "hand_landmark_lite": lambda n, seed: pretrained.crops("hand_landmark_lite", n, seed)}
+          "hand_landmark_full": lambda n, seed: pretrained.crops("hand_landmark_full", n, seed)}
 # output -> (metric as reported, the criterion as reported)
 ROWS = {"face_landmark": {"conv2d_21": ("MAE", "absolute 1 (lower is better)"),
                           "conv2d_31": ("agreement", "relative 1 % (higher is better)")},
-        "hand_landmark_lite": {"Identity": ("MAE", "absolute 5 (lower is better)"),
+        "hand_landmark_full": {"Identity": ("MAE", "absolute 8 (lower is better)"),
                                "Identity_1": ("agreement", "relative 5 % (higher is better)")}}
 # output -> its tolerance: absolute px for the landmarks' MAE, the relative share for agreement
 SHARE_OF = {"face_landmark": {"conv2d_21": 1.0, "conv2d_31": 0.01},
-            "hand_landmark_lite": {"Identity": 5.0, "Identity_1": 0.05}}
+            "hand_landmark_full": {"Identity": 8.0, "Identity_1": 0.05}}
 
 
 def run(args, cwd, module="tf_tpe_tuner"):
@@ -104,7 +105,7 @@ def face(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def hand(tmp_path_factory):
-    return tuned("hand_landmark_lite", tmp_path_factory.mktemp("pretrained_cli") / "hand_landmark_lite")
+    return tuned("hand_landmark_full", tmp_path_factory.mktemp("pretrained_cli") / "hand_landmark_full")
 
 
 def fidelity(name, tflite: bytes, held: np.ndarray) -> dict:
@@ -124,7 +125,7 @@ def check_run(name, root: Path, done) -> dict:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["met_criterion"] is True, done.stdout
     rows = {r["output"]: r for r in summary["outputs"]}
-    assert set(rows) == set(ROWS[name]), rows  # hand_landmark_lite: only the two combined outputs
+    assert set(rows) == set(ROWS[name]), rows  # hand_landmark_full: only the two combined outputs
     for output, (metric, criterion) in ROWS[name].items():
         row = rows[output]
         assert (row["metric"], row["criterion"], row["meets"]) == (metric, criterion, True), row
@@ -163,24 +164,23 @@ def test_face_landmark_is_handed_back_not_slower_than_float(face):
         assert summary["speedup"] > 1.0, summary  # handed back only when measured faster than float
 
 
-def test_hand_landmark_lite_is_handed_back_quantized_and_faster(hand):
+def test_hand_landmark_full_is_handed_back_quantized_and_faster(hand):
     root, done = hand
-    summary = check_run("hand_landmark_lite", root, done)
+    summary = check_run("hand_landmark_full", root, done)
     assert summary["handed_back"] != "float", summary
     assert summary["quantized_layers"], summary
     assert summary["speedup"] > 1.0, summary
-    measured = fidelity("hand_landmark_lite", (root / "out" / "best_model.tflite").read_bytes(),
+    measured = fidelity("hand_landmark_full", (root / "out" / "best_model.tflite").read_bytes(),
                         np.load(root / "eval.npy"))
-    assert measured["landmarks"] <= 5.0 and measured["flag"] >= 0.95
+    assert measured["landmarks"] <= 8.0 and measured["flag"] >= 0.95
 
 
 @pytest.mark.parametrize("which", ["face", "hand"])
 def test_export_checks_the_recorded_accuracy_of_several_outputs(which, request):
     """tf-tpe-export --eval_data (inputs only) with the tuning conf scores the rebuilt model as
     the tuning did and finds the accuracy recorded in best_config.yaml, exactly: face_landmark's
-    both outputs against the model as shipped; hand_landmark_lite's only the two `combine`
-    names (all-int8: the worst share of tolerance is the presence flag's, one flip in 24, 0.0417
-    of the 0.05 allowed, not the landmarks', 3.9 of 5 px)."""
+    both outputs against the model as shipped; hand_landmark_full's only the two `combine`
+    names (the recorded accuracy is the worst output's share of its tolerance)."""
     root, _ = request.getfixturevalue(which)
     name = root.name
     config = yaml.safe_load((root / "out" / "best_config.yaml").read_text())
