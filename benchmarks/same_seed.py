@@ -8,7 +8,8 @@ mobilenetv2) with its confs, and the small zoo's cases (`zoo.py`: cnn, cnn_outli
 their criteria and `compare.py`'s latency settings). `--model` takes a comma-separated list.
 Prints one line per run (a hash of the handed-back int8 set, its size, the best trial, the
 trials, the ratio to float, the latency model's fitted costs, the units with a cost of their own
-and the noise of a reading) and how many distinct int8 sets the runs handed back.
+and the noise of a reading), how many distinct int8 sets the runs handed back and, when they
+differ, the units in which they do.
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def main() -> None:
 
 
 def same_seed(model: str, runs: int, seed: int, env: dict) -> None:
-    answers = []
+    answers, sets = [], {}
     for run in range(runs):
         with tempfile.TemporaryDirectory() as cwd:  # nothing carried over between runs
             proc = subprocess.run([sys.executable, "-c", ONE_RUN, model, str(seed), HERE,
@@ -61,11 +62,17 @@ def same_seed(model: str, runs: int, seed: int, env: dict) -> None:
         result = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RUN "))[4:])
         digest = hashlib.sha1(",".join(result["int8"]).encode()).hexdigest()[:8]
         answers.append(digest)
+        sets[digest] = frozenset(result["int8"])
         print(f"{model} run {run + 1}: int8 set {digest} ({len(result['int8'])} units), best trial "
               f"{result['best_trial']}, {result['trials']} trials, {result['ratio']:.3f}x float, "
               f"tie margin {result['tie']}; model costs {result['costs']}, units with their own "
               f"{result['own']}, noise of a reading {result['noise']}", flush=True)
     print(f"{model}: {len(set(answers))} distinct int8 set(s) in {runs} runs", flush=True)
+    if len(sets) > 1:  # where they part: the units int8 in some sets and not in others
+        common = frozenset.intersection(*sets.values())
+        for digest, int8 in sets.items():
+            print(f"  {digest} ({answers.count(digest)} runs): int8 beyond the units all sets share: "
+                  f"{sorted(int8 - common) or 'none'}", flush=True)
 
 
 if __name__ == "__main__":
