@@ -12,9 +12,9 @@ float model itself is fine). Conf: the landmarks' MAE at most 1 px (absolute), t
 
 hand_landmark_full (outputs Identity: 21 landmarks x (x, y, z) in pixels of the 224 px input;
 Identity_1: hand presence, a probability 0..0.18 here; Identity_2: handedness, a probability;
-Identity_3: world landmarks in metres): all-int8 runs at 0.42-0.64x on the three CPUs seen, so it
+Identity_3: world landmarks in metres): all-int8 runs at 0.42-0.67x on the three CPUs seen, so it
 must be handed back quantized and faster. (hand_landmark_lite served here until a Xeon with AMX
-ran its all-int8 at 0.98x, within the noise of a reading: float was rightly handed back.) Conf:
+ran its all-int8 at 0.96-0.98x, within the noise of a reading: float was rightly handed back.) Conf:
 the landmarks' MAE at most 8 px (absolute; all-int8 6.0 px), presence `agreement` at threshold
 0.5 (a probability) with `relative: 0.05`: the same side of 0.5 on at least 95 % of the images.
 Handedness and world landmarks are left out with `combine: [Identity, Identity_1]`: there is no
