@@ -3,7 +3,7 @@
     python benchmarks/int8_pays.py [--models hand_landmark_lite,hand_landmark_full,...] [--rounds 3]
 
 Int8 speed differs between CPUs (hand_landmark_lite's all-int8 ran at 0.59-0.61x float on one
-Xeon and at 0.98x on a Xeon with AMX), and the tests that expect a quantized model handed back
+Xeon and at 0.96-0.98x on a Xeon with AMX), and the tests that expect a quantized model handed back
 need one whose all-int8 pays by a wide margin. Each reading: fresh interpreters, the two models
 interleaved (`TFLiteModel.latency_ratio`), 1 thread, warmup 10, 100 iterations (30 for the
 4-10 ms models). Inputs as `tests/pretrained.py` prepares them; calibration on 24 of them.
@@ -18,11 +18,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
 import pretrained  # noqa: E402
-
-from tf_tpe_tuner.data import ArrayData  # noqa: E402
-from tf_tpe_tuner.evaluate import TFLiteModel  # noqa: E402
-from tf_tpe_tuner.realizers import make_realizer  # noqa: E402
-from tf_tpe_tuner.run_setup import model_graph  # noqa: E402
+from pretrained_zoo import float_and_all_int8  # noqa: E402
 
 RUNNABLE = ["face_landmark", "hand_landmark_lite", "hand_landmark_full", "pose_detection", "palm_detection_lite"]
 SLOW = {"hand_landmark_full", "pose_detection"}
@@ -37,10 +33,7 @@ def main() -> None:
     print("|---|---|---|")
     for name in args.models.split(","):
         images = pretrained.faces(24, 1) if name == "face_landmark" else pretrained.crops(name, 24, 1)
-        graph = model_graph(pretrained.model_bytes(name))
-        realizer = make_realizer("denylist", graph, ArrayData([images]))
-        fp32 = TFLiteModel(realizer.realize_float().tflite_model)
-        int8 = TFLiteModel(realizer.realize(graph.unit_names).tflite_model)
+        graph, fp32, int8 = float_and_all_int8(pretrained.model_bytes(name), images)
         iterations = 30 if name in SLOW else 100
         ratios = [int8.latency_ratio(fp32, 10, iterations) for _ in range(args.rounds)]
         print(f"| {name} ({len(graph.units)}) | {fp32.latency_ms(10, iterations):.2f} ms | "

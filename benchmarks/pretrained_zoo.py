@@ -67,15 +67,20 @@ def inputs(name: str):
     return pretrained.model_bytes(name), images[:24], images[24:]
 
 
+def float_and_all_int8(model, calib):
+    """(the model's graph, its float TFLiteModel, its all-int8 one calibrated on `calib`)."""
+    graph = model_graph(model)
+    realizer = make_realizer("denylist", graph, ArrayData([calib]))
+    return (graph, TFLiteModel(realizer.realize_float().tflite_model),
+            TFLiteModel(realizer.realize(graph.unit_names).tflite_model))
+
+
 def row(name: str, seed: int) -> str:
     model, calib, held = inputs(name)
     _, conf, meaning = CASES[name]
     conf = {**conf, "tuning": {**conf["tuning"], "random_seed": seed}}
-    graph = model_graph(model)
-    realizer = make_realizer("denylist", graph, ArrayData([calib]))
+    graph, fp32, int8 = float_and_all_int8(model, calib)
     perf = conf["evaluation"]["performance"]
-    fp32 = TFLiteModel(realizer.realize_float().tflite_model)
-    int8 = TFLiteModel(realizer.realize(graph.unit_names).tflite_model)
     all_int8 = int8.latency_ratio(fp32, perf["warmup"], perf["iteration"])
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
