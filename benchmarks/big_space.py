@@ -122,14 +122,22 @@ def main() -> None:
 
 def measure(configs: list[frozenset[str]], realizer, reference: bytes, perf: dict, rounds: int = ROUNDS) -> dict:
     """Each configuration's latency ratio to the float model: `rounds` interleaved rounds, each
-    with fresh interpreters, median."""
+    with fresh interpreters, median. Each is read against the all-int8 model, whose own ratio to
+    float is read in the same rounds: on a Xeon with AMX the ratio of a quantized model to float
+    drifts by up to 18 % either side between minutes while two quantized models keep within a
+    few % (BUILD_NOTES, "Float drifts against int8"), so configurations are compared by their
+    ratios to one quantized model."""
+    anchor = realizer.realize(sorted(realizer.graph.unit_names)).tflite_model
     models = {c: realizer.realize(sorted(c)).tflite_model for c in configs}
     readings = {c: [] for c in configs}
+    to_float = []
     for _ in range(rounds):
+        to_float.append(TFLiteModel(anchor).latency_ratio(TFLiteModel(reference), perf["warmup"], perf["iteration"]))
         for c in configs:
-            readings[c].append(TFLiteModel(models[c]).latency_ratio(TFLiteModel(reference), perf["warmup"],
+            readings[c].append(TFLiteModel(models[c]).latency_ratio(TFLiteModel(anchor), perf["warmup"],
                                                                     perf["iteration"]))
-    return {c: statistics.median(v) for c, v in readings.items()}
+    scale = statistics.median(to_float)
+    return {c: statistics.median(v) * scale for c, v in readings.items()}
 
 
 if __name__ == "__main__":

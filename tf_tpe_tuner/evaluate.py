@@ -320,6 +320,13 @@ class Evaluator:
         """`model`'s latency as a ratio to the reference's, measured side by side."""
         return self._latency(model)[1]
 
+    def latency_ratio_between(self, model: TFLiteModel, anchor: TFLiteModel) -> float:
+        """`model`'s latency as a ratio to `anchor`'s: side by side, or `latency_func`'s two
+        figures."""
+        if self.latency_func is not None:
+            return self.latency_ms(model) / self.latency_ms(anchor)
+        return model.latency_ratio(anchor, self.warmup, self.iterations)
+
     def latency_ms(self, model: TFLiteModel) -> float:
         """Milliseconds per single-sample inference: `latency_func`'s, else the benchmark's
         (alone; `evaluate` measures against the reference when one is set)."""

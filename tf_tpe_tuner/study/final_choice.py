@@ -9,7 +9,9 @@ Every trial's latency is one noisy reading, and the lowest of many noisy reading
 left alone, which of two equally fast configurations is handed back depends on the reading. So
 when the search ends, the configurations that meet the criterion within the run's latency noise
 of the fastest (at most `CONTENDERS`) are measured again, side by side in one sitting
-(`REMEASURE_ROUNDS` times each, interleaved, each with a fresh interpreter, median), and among
+(`REMEASURE_ROUNDS` times each, interleaved, each with a fresh interpreter, median), each against
+one of them (the anchor: the search's best, else the fastest reading; its ratio to float is read
+in the same rounds), and among
 those whose re-measured ratio is within the noise of the lowest, the rule picks: fewer float
 units first, then int8 on the earlier units (in the search space's unit order). The chosen
 record's latency is the re-measured one (also what decides "faster than float"); the history
@@ -60,12 +62,26 @@ def settle(records: list[TrialRecord], noise: float, evaluator, model_of, unit_o
     if len(contenders) < 2:
         return None
     models = {r.trial: model_of(r) for r in contenders}
-    readings: dict[int, list[float]] = {r.trial: [] for r in contenders}
+    anchor = preferred if preferred is not None and preferred.trial in models else contenders[0]
+
+    def fresh(record: TrialRecord) -> TFLiteModel:
+        return TFLiteModel(models[record.trial], evaluator.num_threads)
+    to_float: list[float] = []
+    readings: dict[int, list[float]] = {r.trial: [] for r in contenders if r is not anchor}
     for _ in range(REMEASURE_ROUNDS):
-        for r in contenders:  # interleaved: load changes hit every contender alike; a fresh
-            # interpreter each time: one interpreter's speed can stay off by a few % (its memory)
-            readings[r.trial].append(evaluator.latency_ratio_of(TFLiteModel(models[r.trial], evaluator.num_threads)))
-    ratios = {trial: statistics.median(values) for trial, values in readings.items()}
+        # interleaved: load changes hit every contender alike; a fresh interpreter each time:
+        # one interpreter's speed can stay off by a few % (its memory). Against the anchor, a
+        # quantized model like them, not the float one: on a Xeon with AMX, over 4 minutes, one
+        # MobileNetV2 mix read 0.46-0.66x float, and 0.95-1.06x (median 0.99) a mix one
+        # depthwise convolution apart (BUILD_NOTES, "Float drifts against int8")
+        to_float.append(evaluator.latency_ratio_of(fresh(anchor)))
+        for r in contenders:
+            if r is not anchor:
+                readings[r.trial].append(evaluator.latency_ratio_between(fresh(r), fresh(anchor)))
+    relative = {trial: statistics.median(values) for trial, values in readings.items()}
+    relative[anchor.trial] = 1.0
+    anchor_ratio = statistics.median(to_float)
+    ratios = {r.trial: relative[r.trial] * anchor_ratio for r in contenders}
     # the readings' own spread is the noise here when it exceeds the run's estimate: two fresh
     # interpreters of one model can differ by more than the float model's twin did
     noise = max(noise, statistics.median((max(v) - min(v)) / statistics.median(v) for v in readings.values()))
