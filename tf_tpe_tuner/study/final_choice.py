@@ -67,7 +67,7 @@ def settle(records: list[TrialRecord], noise: float, evaluator, model_of, unit_o
     def fresh(record: TrialRecord) -> TFLiteModel:
         return TFLiteModel(models[record.trial], evaluator.num_threads)
     to_float: list[float] = []
-    readings: dict[int, list[float]] = {r.trial: [] for r in contenders if r is not anchor}
+    readings: dict[int, list[float]] = {r.trial: [] for r in contenders if r.trial != anchor.trial}
     for _ in range(REMEASURE_ROUNDS):
         # interleaved: load changes hit every contender alike; a fresh interpreter each time:
         # one interpreter's speed can stay off by a few % (its memory). Against the anchor, a
@@ -76,7 +76,7 @@ def settle(records: list[TrialRecord], noise: float, evaluator, model_of, unit_o
         # depthwise convolution apart (BUILD_NOTES, "Float drifts against int8")
         to_float.append(evaluator.latency_ratio_of(fresh(anchor)))
         for r in contenders:
-            if r is not anchor:
+            if r.trial in readings:
                 readings[r.trial].append(evaluator.latency_ratio_between(fresh(r), fresh(anchor)))
     relative = {trial: statistics.median(values) for trial, values in readings.items()}
     relative[anchor.trial] = 1.0
