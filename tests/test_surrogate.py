@@ -65,3 +65,33 @@ def test_large_spaces_rank_neighbourhoods_not_everything():
     int8, _, ratio = s.propose(seen={frozenset(units)})
     assert int8 == {u for u in units if latency[u] < 1}  # every slow unit fp32 at once
     assert math.isfinite(ratio) and ratio < 0.6
+
+
+def _with_latency_model(own_cost: dict[str, float]) -> SensitivitySurrogate:
+    """A 14-unit chain (beyond what is enumerated) whose run's latency model gives each unit
+    in `own_cost` that saving (as a ratio to all-int8) when float, and every other unit none."""
+    from tf_tpe_tuner.latency_model import LatencyModel
+
+    units = [f"u{i:02d}" for i in range(14)]
+    edges = [(None, units[0], 1.0)] + list(zip(units, units[1:], [1.0] * 13)) + [(units[-1], None, 1.0)]
+    model = LatencyModel(units, {u: "CONV_2D" for u in units}, {u: 1 / 14 for u in units}, edges)
+    model.unit_cost, model.int8_ratio = own_cost, 0.5
+    return SensitivitySurrogate(units, {u: 1.0 for u in units}, {u: 0.5 for u in units}, 1.0, edges,
+                                latency_model=model)
+
+
+def _float_units(s: SensitivitySurrogate) -> list[str]:
+    return [u for u, bit in zip(s.units, s._fastest()) if not bit]
+
+
+def test_small_savings_that_add_up_beyond_the_tie_margin_are_taken():
+    # eight units saving 1 % each: no single flip saves the 3 % margin, all eight save 8 %;
+    # units go back to int8 from that optimum (the earliest first) while within 3 % of it
+    s = _with_latency_model({f"u{i:02d}": -0.01 for i in range(8)})
+    assert _float_units(s) == [f"u{i:02d}" for i in range(2, 8)]
+
+
+def test_the_first_stop_stays_when_going_on_saves_within_the_tie_margin():
+    # one unit saves 10 %, four more 0.5 % each: floating them too is within 3 % of the optimum
+    s = _with_latency_model({"u03": -0.10, **{f"u{i:02d}": -0.005 for i in (5, 7, 9, 11)}})
+    assert _float_units(s) == ["u03"]
