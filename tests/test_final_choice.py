@@ -38,3 +38,41 @@ def test_a_near_tie_goes_to_fewer_float_units(cnn, digits, tmp_path):
     assert result.final_choice["chosen"] == result.best_trial
     assert sorted(result.final_choice["remeasured"].values()) == [0.8, 0.808]
     assert np.isclose(result.latency_ms, 0.808)
+
+
+def _tiny_tflite(scale: float) -> bytes:
+    """A real one-op TFLite model; `scale` makes its bytes differ."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 4], tf.float32)])
+    def f(x):
+        return x * scale
+    return tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f).convert()
+
+
+def test_the_searchs_best_has_no_precedence_among_re_measured_ties():
+    # the search's best (the anchor) keeps two units float, another contender one, and they
+    # re-measure 1 % apart (inside the 2 % noise): the rule picks the one with fewer float units
+    # (a best that stayed the choice followed the run's refitted latency model, which moves
+    # between runs by more than its tie margin)
+    from tf_tpe_tuner.evaluate import Evaluator, make_metric
+    from tf_tpe_tuner.history import TrialRecord
+    from tf_tpe_tuner.study.final_choice import settle
+
+    units = ["a", "b", "c"]
+    reference, two_float, one_float = (_tiny_tflite(s) for s in (1.0, 2.0, 3.0))
+    seconds = {reference: 1.0e-3, two_float: 0.80e-3, one_float: 0.808e-3}
+    evaluator = Evaluator(make_metric("topk"), eval_func=lambda model: 1.0,
+                          latency_func=lambda tflite: seconds[tflite])
+    evaluator.set_latency_reference(reference)
+
+    def record(trial, floats, ratio):
+        config = {u: "fp32" if u in floats else "int8" for u in units}
+        return TrialRecord(trial, config, accuracy=1.0, latency_ms=ratio, latency_ratio=ratio, met_criterion=True,
+                           int8_units=[u for u in units if u not in floats])
+    best, other = record(1, {"a", "b"}, 0.80), record(2, {"c"}, 0.808)
+    models = {1: two_float, 2: one_float}
+    chosen, ratios = settle([best, other], 0.02, evaluator, lambda r: models[r.trial], units,
+                            ranked_by=lambda r: r.latency_ratio, anchor=best)
+    assert ratios == {1: 0.8, 2: 0.808}
+    assert chosen.trial == 2 and chosen.latency_ratio == 0.808

@@ -1,9 +1,11 @@
 """The run's last step: near-ties among the fastest configurations, settled without the noise.
 
-With the run's latency model, the contenders are the fastest few by the model, and the search's
-own best (by the model, ties by the rule) stays the choice unless another contender re-measures
-faster by more than the noise; without a model, the contenders are those whose readings are
-within the noise of the fastest reading.
+With the run's latency model, the contenders are the fastest few by the model; without one,
+those whose readings are within the noise of the fastest reading. Either way the rule picks among
+those that re-measure within the noise of the fastest: the search's own best by the model has no
+precedence, since the model is refitted in every run and moves between runs by more than its tie
+margin (BUILD_NOTES, "The fourth CPU again"); with the precedence, rescnn_outliers handed back 5
+int8 sets in ten runs on an AMD EPYC, without it 1.
 
 Every trial's latency is one noisy reading, and the lowest of many noisy readings is biased low:
 left alone, which of two equally fast configurations is handed back depends on the reading. So
@@ -11,11 +13,10 @@ when the search ends, the configurations that meet the criterion within the run'
 of the fastest (at most `CONTENDERS`) are measured again, side by side in one sitting
 (`REMEASURE_ROUNDS` times each, interleaved, each with a fresh interpreter, median), each against
 one of them (the anchor: the search's best, else the fastest reading; its ratio to float is read
-in the same rounds), and among
-those whose re-measured ratio is within the noise of the lowest, the rule picks: fewer float
-units first, then int8 on the earlier units (in the search space's unit order). The chosen
-record's latency is the re-measured one (also what decides "faster than float"); the history
-keeps each trial's own reading.
+in the same rounds), and among those whose re-measured ratio is within the noise of the lowest,
+the rule picks: fewer float units first, then int8 on the earlier units (in the search space's
+unit order). The chosen record's latency is the re-measured one (also what decides "faster than
+float"); the history keeps each trial's own reading.
 """
 from __future__ import annotations
 
@@ -53,16 +54,16 @@ def rule_key(record: TrialRecord, unit_order: list[str]) -> tuple:
 
 def settle(records: list[TrialRecord], noise: float, evaluator, model_of, unit_order: list[str],
            ranked_by: Callable[[TrialRecord], float] | None = None,
-           preferred: TrialRecord | None = None) -> tuple[TrialRecord, dict[int, float]] | None:
+           anchor: TrialRecord | None = None) -> tuple[TrialRecord, dict[int, float]] | None:
     """(the chosen record with its re-measured latency, {trial: re-measured ratio}), or None when
-    there is no tie to settle. `model_of(record)` gives a trial's TFLite bytes. `preferred`
-    (with `ranked_by`: the search's best by the latency model and the rule) stays the choice
-    unless a contender re-measures faster by more than the noise."""
+    there is no tie to settle. `model_of(record)` gives a trial's TFLite bytes. `anchor` (with
+    `ranked_by`: the search's best) is what the other contenders are read against, when it is
+    one of them; else the first contender."""
     contenders = near_ties(records, noise, ranked_by)
     if len(contenders) < 2:
         return None
     models = {r.trial: model_of(r) for r in contenders}
-    anchor = preferred if preferred is not None and preferred.trial in models else contenders[0]
+    anchor = anchor if anchor is not None and anchor.trial in models else contenders[0]
 
     def fresh(record: TrialRecord) -> TFLiteModel:
         return TFLiteModel(models[record.trial], evaluator.num_threads)
@@ -86,11 +87,8 @@ def settle(records: list[TrialRecord], noise: float, evaluator, model_of, unit_o
     # interpreters of one model can differ by more than the float model's twin did
     noise = max(noise, statistics.median((max(v) - min(v)) / statistics.median(v) for v in readings.values()))
     fastest = min(ratios.values())
-    if preferred is not None and preferred.trial in ratios and ratios[preferred.trial] <= fastest + noise:
-        chosen = preferred
-    else:
-        tied = [r for r in contenders if ratios[r.trial] <= fastest + noise]
-        chosen = min(tied, key=lambda r: rule_key(r, unit_order))
+    tied = [r for r in contenders if ratios[r.trial] <= fastest + noise]
+    chosen = min(tied, key=lambda r: rule_key(r, unit_order))
     ratio = ratios[chosen.trial]
     scale = chosen.latency_ms / chosen.latency_ratio if chosen.latency_ratio else 0.0
     return replace(chosen, latency_ratio=ratio, latency_ms=ratio * scale), ratios
