@@ -42,7 +42,7 @@ def test_a_near_tie_goes_to_fewer_float_units(cnn, digits, tmp_path):
 
 def _tiny_tflite(scale: float) -> bytes:
     """A real one-op TFLite model; `scale` makes its bytes differ."""
-    import tensorflow as tf
+    from tf_tpe_tuner._tf import tf
 
     @tf.function(input_signature=[tf.TensorSpec([1, 4], tf.float32)])
     def f(x):
