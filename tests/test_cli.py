@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
+import cost_latency
 from conftest import FAST_PERF, trial_lines
 from test_quiet import CLEAN_ENV  # a user's environment: TensorFlow's start-up lines would show
 from tf_tpe_tuner._tf import keras
@@ -87,7 +88,7 @@ def build_cases(cnn, cnn_files: Path, root: Path) -> dict:
         cases[name] = (cwd, full)
 
     # -- runs that tune ----------------------------------------------------------------
-    case("tune", "--max_trials=3", "--timeout=600")
+    case("tune", "--max_trials=3", "--timeout=600", cost_latency.FLAG)  # a quantized answer on any CPU
 
     # Exit 1. On this CNN the all-int8 model (trial 1) classifies exactly as well as fp32
     # (both 0.9837 top-1 on eval.npz), so no top-1 criterion, not even `absolute: 0.0`, is
@@ -159,6 +160,10 @@ def build_cases(cnn, cnn_files: Path, root: Path) -> dict:
         "tuning:\n  accuracy_criterion:\n    relative: 0.01\n    absolute: 0.01\n"))
     case("negative_timeout", conf=conf_text("tuning:\n  exit_policy:\n    timeout: -5\n"))
     case("zero_max_trials_flag", "--max_trials=0")
+    case("latency_func_without_function", "--latency_func=bench.py")
+    case("latency_func_file_missing", "--latency_func=nope.py:seconds")
+    case("latency_func_not_in_file", "--latency_func=bench.py:seconds")
+    (root / "latency_func_not_in_file" / "bench.py").write_text("def second(tflite):\n    return 1e-3\n")
 
     def subclassed_model(cwd):
         class Net(keras.Model):
@@ -298,7 +303,8 @@ def test_tune_meets_criterion_and_writes_results(runs, cnn_files):
     assert run.returncode == 0, run
     assert "Traceback" not in run.stderr, run
     report_files = ["report.md", "report.json", "pareto.png"]
-    assert sorted(p.name for p in run.out.iterdir()) == sorted(RESULT_FILES + report_files), run
+    written = [f for f in RESULT_FILES if f != "latency_model.json"]  # a latency_func's run has no latency model
+    assert sorted(p.name for p in run.out.iterdir()) == sorted(written + report_files), run
     history, summary, config = read_results(run.out)
 
     e = np.load(cnn_files / "eval.npz")
@@ -316,6 +322,7 @@ def test_tune_meets_criterion_and_writes_results(runs, cnn_files):
         assert isinstance(record["accuracy"], float) and record["latency_ms"] > 0
         assert isinstance(record["loss"], float) and record["seconds"] > 0
         assert set(record["int8_units"]) <= set(UNITS)
+        assert record["latency_source"] == "latency_func"  # --latency_func's figures, not the clock
     assert history[0]["config"] == {u: "int8" for u in UNITS}  # TPE starts all-int8
 
     assert SUMMARY_KEYS <= set(summary), summary
@@ -397,6 +404,9 @@ BAD_INPUT = {
     "both_criteria": ["tuning.accuracy_criterion", "exactly one of relative or absolute"],
     "negative_timeout": ["tuning.exit_policy.timeout", ">= 0", "-5"],
     "zero_max_trials_flag": ["max_trials", "0"],
+    "latency_func_without_function": ["--latency_func=bench.py", "FILE.py:FUNCTION or MODULE:FUNCTION"],
+    "latency_func_file_missing": ["--latency_func file nope.py does not exist"],
+    "latency_func_not_in_file": ["--latency_func", "bench.py has no function seconds"],
     "subclassed_model": ["subclassed", "Functional"],
     "no_quantizable_layer": ["nothing to tune"],
     "not_a_flatbuffer": ["m.tflite", "not a TFLite flatbuffer"],

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from conftest import fast_conf
+from cost_latency import int8_pays
 from tf_tpe_tuner import Conf, TunerInputError, tune, walk
 from tf_tpe_tuner._tf import keras
 from tf_tpe_tuner.errors import ModelNotSupportedError
@@ -107,7 +108,8 @@ def test_a_q_func_run_cannot_be_rebuilt_from_yaml_alone(cnn, digits, tmp_path):
     (x, _), (xt, yt) = digits
     calls = []
     result = tune(cnn, fast_conf(exit_policy={"max_trials": 1}), x[:64], eval_data=(xt, yt),
-                  output_dir=str(tmp_path), q_func=lambda qmodel: calls.append(1), report=False)
+                  output_dir=str(tmp_path), q_func=lambda qmodel: calls.append(1), report=False,
+                  latency_func=int8_pays)  # a quantized model is handed back on any CPU
     config = yaml.safe_load((tmp_path / "best_config.yaml").read_text())
     assert config["realization"]["q_func"] is True and config["realization"]["backend"] == "annotate"
     assert config["realization"]["fp32_guard"] == "fp16_round_trip"

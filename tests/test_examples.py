@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -52,4 +53,8 @@ def test_export(tmp_path):
     proc = run_example("export_tflite.py", tmp_path)
     assert "check ok: accuracy" in proc.stdout
     assert "same ops and weights as tuned/best_model.tflite: True" in proc.stdout
-    assert (tmp_path / "export_out" / "model_int8_io.tflite").exists()
+    # int8 input and output, or float32 where the float model was handed back (int8 does not pay)
+    handed_back = yaml.safe_load((tmp_path / "export_out" / "tuned" / "best_config.yaml").read_text())["handed_back"]
+    io = "float32" if handed_back == "float" else "int8"
+    assert (tmp_path / "export_out" / f"model_{io}_io.tflite").exists()
+    assert f"model_{io}_io.tflite: signature" in proc.stdout and f"input {io} [1, 8, 8, 1]" in proc.stdout

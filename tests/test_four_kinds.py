@@ -9,6 +9,7 @@ not)."""
 import numpy as np
 import pytest
 
+from cost_latency import int8_pays
 from test_tflite_model import op_dtypes
 from tf_tpe_tuner import tune
 from tf_tpe_tuner.data import ArrayData
@@ -80,34 +81,6 @@ def test_configurations_realize_what_was_asked(kinds, kind):
         assert [t for t, _ in ops] == [t for t, _ in float_ops]  # aligned op by op
         for unit, i in op_of_unit.items():
             assert ops[i][1] == ("INT8" if unit in int8 else "FLOAT32"), (kind, trial, unit, ops[i])
-
-
-def int8_pays(tflite: bytes) -> float:
-    """A CPU where int8 pays: an op costs its multiply-adds, a quarter of that in int8, and a
-    QUANTIZE / DEQUANTIZE its elements. Whether int8 pays on the machine at hand depends on its
-    CPU (on one kind of CI machine, all-int8 of this MobileNetV2 is 1.03-1.15x float), and a test
-    that reads the clock would be deciding on that, not on the tuner."""
-    from tensorflow.lite.python import schema_py_generated as fb
-    from tensorflow.lite.tools import flatbuffer_utils as fu
-    model = fu.read_model_from_bytearray(bytearray(tflite))
-    sg = model.subgraphs[0]
-    size = lambda t: int(np.prod([max(1, d) for d in sg.tensors[t].shape]))  # noqa: E731
-    cost = 0.0
-    for op in sg.operators:
-        kind = fu.opcode_to_name(model, op.opcodeIndex)
-        out = size(op.outputs[0])
-        if kind in ("QUANTIZE", "DEQUANTIZE"):
-            cost += out
-            continue
-        shape = sg.tensors[op.inputs[1]].shape if len(op.inputs) > 1 else None
-        macs = out
-        if kind in ("CONV_2D", "FULLY_CONNECTED") and shape is not None:
-            macs = out * int(np.prod(shape[1:]))
-        elif kind == "DEPTHWISE_CONV_2D":
-            macs = out * int(np.prod(shape[1:-1]))
-        int8 = sg.tensors[op.outputs[0]].type == fb.TensorType.INT8
-        cost += macs * (0.25 if int8 else 1.0)
-    return cost * 1e-9
 
 
 @pytest.mark.parametrize("kind", ["keras3", "tf_keras", "saved_model", "tflite"])

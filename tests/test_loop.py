@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from conftest import FAST_PERF, fast_conf, trial_lines
+from cost_latency import int8_pays, int8_slower
 from tf_tpe_tuner import Conf, TpeTuneStrategy, TunerInputError, tune
 from tf_tpe_tuner.history import LATENCY_SIDE_BY_SIDE
 from tf_tpe_tuner.study import Criterion, StopRule
@@ -102,9 +103,28 @@ def test_a_default_run_searches_past_the_first_pass(cnn_files, tmp_path):
 def test_timeout_zero_stops_at_the_first_configuration_that_beats_float(cnn, digits, tmp_path):
     (x, _), (xt, yt) = digits
     result = tune(cnn, fast_conf(exit_policy={"timeout": 0}), x[:64], eval_data=(xt, yt),
-                  output_dir=str(tmp_path))
+                  output_dir=str(tmp_path), latency_func=int8_pays)  # all-int8 beats float on any CPU
     assert result.trials == 1 and result.handed_back == "quantized"
     assert result.stop_reason.startswith("goal met")
+
+
+def test_the_float_model_handed_back_is_described_whole_even_where_op_wise_pins_int8(cnn, digits, tmp_path):
+    """best_config.yaml rebuilds what best_model.tflite is: with every configuration slower than
+    float, the float model itself, conv1 included, though the conf pins conv1 to int8."""
+    from tf_tpe_tuner.model_compare import same_model
+    from tf_tpe_tuner.rebuild import rebuild
+
+    (x, _), (xt, yt) = digits
+    conf = {**fast_conf(exit_policy={"max_trials": 2}),
+            "quantization": {"op_wise": {"conv1": {"activation": {"dtype": ["int8"]}}}}}
+    result = tune(cnn, conf, x[:64], eval_data=(xt, yt), output_dir=str(tmp_path), report=False,
+                  latency_func=int8_slower)
+    assert result.handed_back == "float" and all(r.config["conv1"] == "int8" for r in result.history)
+    config = yaml.safe_load((tmp_path / "best_config.yaml").read_text())
+    assert set(config["units"].values()) == {"fp32"} and config["int8_units"] == []
+    rebuilt = rebuild(cnn, str(tmp_path / "best_config.yaml"), x[:64])
+    assert not rebuilt.int8_units
+    assert same_model(rebuilt.tflite_model, (tmp_path / "best_model.tflite").read_bytes())
 
 
 def test_resume_is_scored_from_the_recorded_ratios(cnn, digits, tmp_path):

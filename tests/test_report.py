@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import fast_conf
+from cost_latency import int8_pays
 from tf_tpe_tuner import Conf, TpeTuneStrategy
 from tf_tpe_tuner.data import ArrayData
 from tf_tpe_tuner.evaluate import TFLiteModel
@@ -21,11 +22,12 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def run(cnn, digits, tmp_path_factory):
-    """A real 4-trial run with a log-mode progress display attached."""
+    """A real 4-trial run with a log-mode progress display attached, on a latency that makes
+    int8 pay (on a CPU where it does not, no trial would be chosen)."""
     (x, _), (xt, yt) = digits
     out = tmp_path_factory.mktemp("report")
     conf = Conf(fast_conf(exit_policy={"max_trials": 4, "timeout": 3600}, workspace={"path": str(out)}))
-    strategy = TpeTuneStrategy(cnn, conf, x[:100], eval_dataloader=(xt[:400], yt[:400]))
+    strategy = TpeTuneStrategy(cnn, conf, x[:100], eval_dataloader=(xt[:400], yt[:400]), latency_func=int8_pays)
     with attach(strategy, mode="log", file=io.StringIO()) as hooks:
         result = strategy.traverse()
     return strategy, result, hooks, out

@@ -2,7 +2,8 @@
 fastest TFLite model that meets the accuracy criterion. A thin shell over `tf_tpe_tuner.tune()`.
 
     tf-tpe-tune --model=model.keras --conf=conf.yaml --calib_data=calib.npz --eval_data=eval.npz \\
-        --output_dir=out [--max_trials=N] [--timeout=S] [--seed=N] [--strategy=tpe] [--overwrite]
+        --output_dir=out [--max_trials=N] [--timeout=S] [--seed=N] [--strategy=tpe] [--overwrite] \\
+        [--latency_func=bench.py:seconds]
     tf-tpe-tune --model=model.keras --dry_run     # the units, and why the other layers stay float
 
 Exit status: 0 the accuracy criterion was met, 1 it was not (the best attempt is still
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Callable
 
 from absl import app, flags
 
@@ -39,6 +41,9 @@ flags.DEFINE_integer("workers", None, "Overrides tuning.executor.workers (trials
 flags.DEFINE_string("ray_address", None, "Overrides tuning.executor.address: join this Ray cluster.")
 flags.DEFINE_string("test_data", None, ".npz with x and y held apart from --eval_data: the final "
                     "and the float model are reported on it.")
+flags.DEFINE_string("latency_func", None, "FILE.py:FUNCTION or MODULE:FUNCTION, a function (tflite "
+                    "bytes) -> seconds that replaces the built-in latency benchmark (a deployment "
+                    "device's figures, or a cost model).")
 flags.DEFINE_enum("progress", "auto", ["auto", "bar", "log", "quiet"], "Progress: a tqdm bar, one "
                   "line per trial, or nothing (auto: bar on a terminal, lines otherwise).")
 flags.DEFINE_boolean("quiet", False, "Only the final result and errors (same as --progress=quiet).")
@@ -75,6 +80,37 @@ def check_flags() -> None:
             fail(f"--{name} is required (an .npz file)")
         if path and not os.path.exists(path):
             fail(f"--{name} file {path} does not exist")
+    if FLAGS.latency_func:
+        where, _, name = FLAGS.latency_func.rpartition(":")
+        if not where or not name.isidentifier():
+            fail(f"flag --latency_func={FLAGS.latency_func}: expected FILE.py:FUNCTION or MODULE:FUNCTION")
+        if where.endswith(".py") and not os.path.isfile(where):
+            fail(f"--latency_func file {where} does not exist")
+
+
+def load_latency_func(spec: str) -> Callable[[bytes], float]:
+    """The function `spec` (FILE.py:FUNCTION or MODULE:FUNCTION) names. A file is run as a module
+    of its own, outside sys.modules (so that Ray's workers get the function by value) and
+    without a __pycache__ beside it."""
+    import importlib
+    import types
+
+    where, _, name = spec.rpartition(":")
+    try:
+        if where.endswith(".py"):
+            module = types.ModuleType(os.path.basename(where)[:-3])
+            module.__file__ = os.path.abspath(where)
+            with open(where, encoding="utf-8") as f:
+                exec(compile(f.read(), module.__file__, "exec"), module.__dict__)
+        else:
+            module = importlib.import_module(where)
+    except Exception as err:  # the user's code: its first line, not a traceback
+        first = (str(err).strip().splitlines() or [""])[0]
+        fail(f"--latency_func: {where} could not be loaded: {type(err).__name__}: {first}")
+    func = getattr(module, name, None)
+    if not callable(func):
+        fail(f"--latency_func: {where} has no function {name}")
+    return func
 
 
 def check_before_tensorflow(conf) -> None:
@@ -146,6 +182,7 @@ def _run() -> int:
     from .model_io import load_model
     from .run_setup import model_graph
 
+    latency_func = load_latency_func(FLAGS.latency_func) if FLAGS.latency_func else None
     model = load_model(FLAGS.model, allow_unsafe=FLAGS.allow_unsafe_model, signature=FLAGS.signature)
     if FLAGS.dry_run:
         from .realizers import resolve_backend
@@ -161,7 +198,7 @@ def _run() -> int:
     progress.setup_logging(mode)
     result = tune(model, conf, FLAGS.calib_data, eval_data=FLAGS.eval_data,
                   overwrite=FLAGS.overwrite, resume=FLAGS.resume, test_data=FLAGS.test_data,
-                  progress=mode)
+                  progress=mode, latency_func=latency_func)
     out = conf.workspace
     if result.accuracy is None:
         print("no trial finished" if not result.trials else

@@ -224,6 +224,8 @@ class ProgressHooks:
         """The chosen trial, its accuracy labelled as its own: the best trial changes, and a
         bare "acc" would look like the best accuracy going down when a faster one is chosen."""
         best, base = self.best, self.baseline
+        if best is None and getattr(self.strategy, "handing_back", None) == "float":
+            return "chosen: the float model (no trial that meets is faster)"
         if best is None or best.accuracy is None:
             return "chosen: -"
         if base is not None and best.latency_ms:

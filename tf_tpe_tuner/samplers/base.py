@@ -54,9 +54,6 @@ class SearchSpace:
         """Every searched unit at its first choice (all-int8 today)."""
         return self.config({u: self.choices[u][0] for u in self.searched})
 
-    def all_float(self) -> dict[str, str]:
-        return self.config({u: self.choices[u][-1] for u in self.searched})
-
     def random(self, rng: np.random.Generator) -> dict[str, str]:
         return self.config({u: self.choices[u][int(rng.integers(len(self.choices[u])))]
                             for u in self.searched})

@@ -107,6 +107,11 @@ class TuneStrategy:
         return self.study.chosen()[1]
 
     @property
+    def handing_back(self) -> str | None:
+        """What would be handed back now: "quantized", "float", "best_attempt" or None (nothing yet)."""
+        return self.study.chosen()[0]
+
+    @property
     def evaluator(self):
         return self.study.runner.evaluator
 

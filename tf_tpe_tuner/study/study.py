@@ -34,7 +34,7 @@ from ..executor import LocalExecutor
 from ..errors import TrialsBroken, TunerInputError, UserCodeError
 from ..history import STATUS_FAILED, STATUS_OK, JsonlHistory, TrialRecord, config_key
 from ..samplers.base import EXHAUSTED, WAIT, Sampler, SearchSpace, random_unseen
-from ..trial import ORIGIN_LOST, ORIGIN_TOOL, TrialOutcome, TrialRunner, int8_units
+from ..trial import FP32, ORIGIN_LOST, ORIGIN_TOOL, TrialOutcome, TrialRunner, int8_units
 from .criterion import Criterion, within
 from .final_choice import near_ties, rule_key, settle
 from .loss import calculate_loss
@@ -413,8 +413,8 @@ class Study:
         else:
             tflite = None
         base = self.baseline
-        if kind == FLOAT:
-            config = self.space.all_float()
+        if kind == FLOAT:  # the float model itself: every unit fp32, units op_wise pins to int8 too
+            config = {u: FP32 for u in self.space.units}
             accuracy, latency, met, int8 = base.accuracy, base.latency_ms, True, []
         elif record is not None:
             config, accuracy, latency = dict(record.config), record.accuracy, record.latency_ms
