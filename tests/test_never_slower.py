@@ -3,9 +3,10 @@
 Two real models (tests/promise_models.py, with the measurements behind them): one whose every
 int8 configuration meets the criterion but runs slower than float (the float model must be
 handed back), one whose all-int8 model misses the criterion while a mix meets it well under the
-float latency (that mix, or a faster one, must be handed back). Whether int8 pays depends on the
-CPU (the mix reads 0.42-0.65x float on CPUs with VNNI; on an AVX2-only EPYC none beat float), so both are
-tuned on a latency the test sets (`tests/cost_latency.py`, through `--latency_func`)."""
+float latency (that mix, or a faster one, must be handed back). Whether int8 pays depends on
+the CPU (the mix reads 0.42-0.65x float on CPUs with VNNI; on an AVX2-only EPYC none beat
+float), so both are tuned on a latency the test sets (`tests/cost_latency.py`, through
+`--latency_func`)."""
 import json
 import os
 import subprocess
