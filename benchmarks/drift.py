@@ -27,11 +27,8 @@ sys.path[:0] = [HERE, os.path.join(HERE, "..", "tests")]
 import same_seed_inputs  # noqa: E402
 from tf_tpe_tuner.conf import Conf  # noqa: E402
 from tf_tpe_tuner.evaluate import TFLiteModel  # noqa: E402
-from tf_tpe_tuner.latency_model import designs, from_graph  # noqa: E402
+from tf_tpe_tuner.latency_model import REPEATS, designs, from_graph  # noqa: E402
 from tf_tpe_tuner.run_setup import prepare  # noqa: E402
-
-PER_MEDIAN = 5  # readings per design median, as `latency_model.REPEATS`
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -39,14 +36,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=180.0)
     parser.add_argument("--window", type=float, default=30.0)
     args = parser.parse_args()
-    model, calib, held, conf = same_seed_inputs.case(args.model, 0)
-    prepared = prepare(model, Conf(conf), calib, eval_data=held)
+    model, calib, held, case_conf = same_seed_inputs.case(args.model, 0)
+    conf = Conf(case_conf)
+    prepared = prepare(model, conf, calib, eval_data=held)
     units, realizer = list(prepared.space.searched), prepared.spec.realizer
     plan = designs(units, from_graph(prepared.graph, units, prepared.space.fixed).kinds)
     tflites = {name: prepared.spec.evaluation.reference if not int8 else realizer.realize(sorted(int8)).tflite_model
                for name, int8 in plan.items() if "every other" not in name}
     int8_bytes = realizer.realize(units).tflite_model
-    perf = Conf(conf).get("evaluation.performance")
+    perf = conf.get("evaluation.performance")
     series: dict[str, list[tuple[float, float]]] = {name: [] for name in tflites}
     start = time.perf_counter()
     while time.perf_counter() - start < args.seconds:
@@ -58,11 +56,11 @@ def main() -> None:
     for name, readings in series.items():
         times, values = np.array([t for t, _ in readings]), np.array([v for _, v in readings])
         mid = float(np.median(values))
-        windows = [float(np.median(values[(times >= w) & (times < w + args.window)]))
-                   for w in np.arange(0, args.seconds, args.window) if ((times >= w) & (times < w + args.window)).any()]
-        back_to_back = [np.median(values[i:i + PER_MEDIAN]) for i in range(0, len(values) - PER_MEDIAN + 1, PER_MEDIAN)]
-        step = len(values) // PER_MEDIAN
-        spread_out = [np.median(values[i::step][:PER_MEDIAN]) for i in range(step)]
+        in_window = [(times >= w) & (times < w + args.window) for w in np.arange(0, args.seconds, args.window)]
+        windows = [float(np.median(values[mask])) for mask in in_window if mask.any()]
+        back_to_back = [np.median(values[i:i + REPEATS]) for i in range(0, len(values) - REPEATS + 1, REPEATS)]
+        step = len(values) // REPEATS
+        spread_out = [np.median(values[i::step][:REPEATS]) for i in range(step)]
         lag1 = float(np.corrcoef(values[:-1], values[1:])[0, 1])
         print(f"  {name:34s} {len(values):5d} readings, median {mid:.3f}; windows "
               + " ".join(f"{w:.3f}" for w in windows)
