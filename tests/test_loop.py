@@ -13,6 +13,7 @@ import yaml
 from conftest import FAST_PERF, fast_conf, trial_lines
 from cost_latency import int8_pays, int8_slower
 from tf_tpe_tuner import Conf, TpeTuneStrategy, TunerInputError, tune
+from tf_tpe_tuner.checks import TunerInputWarning
 from tf_tpe_tuner.history import LATENCY_SIDE_BY_SIDE
 from tf_tpe_tuner.study import Criterion, StopRule
 from tf_tpe_tuner.study.loss import calculate_loss, loss_config
@@ -110,16 +111,20 @@ def test_timeout_zero_stops_at_the_first_configuration_that_beats_float(cnn, dig
 
 def test_the_float_model_handed_back_is_described_whole_even_where_op_wise_pins_int8(cnn, digits, tmp_path):
     """best_config.yaml rebuilds what best_model.tflite is: with every configuration slower than
-    float, the float model itself, conv1 included, though the conf pins conv1 to int8."""
+    float, the float model itself, conv1 included, though the conf pins conv1 to int8; the run
+    says so (a warning, and the one-line outcome)."""
     from tf_tpe_tuner.model_compare import same_model
     from tf_tpe_tuner.rebuild import rebuild
 
     (x, _), (xt, yt) = digits
     conf = {**fast_conf(exit_policy={"max_trials": 2}),
             "quantization": {"op_wise": {"conv1": {"activation": {"dtype": ["int8"]}}}}}
-    result = tune(cnn, conf, x[:64], eval_data=(xt, yt), output_dir=str(tmp_path), report=False,
-                  latency_func=int8_slower)
+    with pytest.warns(TunerInputWarning, match=r"op_wise pins conv1 to int8, .* they run float"):
+        result = tune(cnn, conf, x[:64], eval_data=(xt, yt), output_dir=str(tmp_path), report=False,
+                      latency_func=int8_slower)
     assert result.handed_back == "float" and all(r.config["conv1"] == "int8" for r in result.history)
+    assert result.pinned_int8_run_float == ["conv1"]
+    assert result.describe().endswith("units op_wise pins to int8 run float in it: conv1")
     config = yaml.safe_load((tmp_path / "best_config.yaml").read_text())
     assert set(config["units"].values()) == {"fp32"} and config["int8_units"] == []
     rebuilt = rebuild(cnn, str(tmp_path / "best_config.yaml"), x[:64])

@@ -50,6 +50,7 @@ class TuningResult:
     criterion: Any = None  # the run's study.Criterion (several outputs: every output within its own)
     metric: str | None = None  # what `accuracy` is: top1, MSE, ... or the worst output's share of tolerance
     outputs: list[dict] | None = None  # per scored output: metric, criterion, fp32 and best value, meets
+    pinned_int8_run_float: list[str] = field(default_factory=list)  # FLOAT: units op_wise pins to int8
 
     @property
     def trials(self) -> int:
@@ -69,7 +70,9 @@ class TuningResult:
             fq = self.fastest_quantized or {}
             return (f"the float model is handed back: no quantized configuration that meets the criterion "
                     f"is faster than float (fastest: trial {fq.get('trial')}, "
-                    f"{fq.get('latency_ratio', float('nan')):.3f}x the float latency)")
+                    f"{fq.get('latency_ratio', float('nan')):.3f}x the float latency)"
+                    + (f"; units op_wise pins to int8 run float in it: {', '.join(self.pinned_int8_run_float)}"
+                       if self.pinned_int8_run_float else ""))
         verdict = "meets" if self.met_criterion else "does NOT meet"
         return (f"trial {self.best_trial}, {len(self.int8_units)}/{len(self.config)} units int8, "
                 f"{self.speedup:.2f}x faster than float, {verdict} the criterion")

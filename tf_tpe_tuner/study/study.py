@@ -30,11 +30,12 @@ from typing import Callable, Mapping
 import numpy as np
 
 from .._test_hold import hold_after
+from ..checks import warn
 from ..executor import LocalExecutor
 from ..errors import TrialsBroken, TunerInputError, UserCodeError
 from ..history import STATUS_FAILED, STATUS_OK, JsonlHistory, TrialRecord, config_key
 from ..samplers.base import EXHAUSTED, WAIT, Sampler, SearchSpace, random_unseen
-from ..trial import FP32, ORIGIN_LOST, ORIGIN_TOOL, TrialOutcome, TrialRunner, int8_units
+from ..trial import FP32, INT8, ORIGIN_LOST, ORIGIN_TOOL, TrialOutcome, TrialRunner, int8_units
 from .criterion import Criterion, within
 from .final_choice import near_ties, rule_key, settle
 from .loss import calculate_loss
@@ -413,8 +414,14 @@ class Study:
         else:
             tflite = None
         base = self.baseline
+        pinned_int8 = []
         if kind == FLOAT:  # the float model itself: every unit fp32, units op_wise pins to int8 too
             config = {u: FP32 for u in self.space.units}
+            pinned_int8 = [u for u in self.space.units if self.space.fixed.get(u) == INT8]
+            if pinned_int8:  # int8 input or output the user asked for is float in what is handed back
+                warn(f"conf: quantization.op_wise pins {', '.join(pinned_int8)} to int8, but no configuration "
+                     "that meets the criterion is faster than float, so the float model is handed back "
+                     "and they run float in it")
             accuracy, latency, met, int8 = base.accuracy, base.latency_ms, True, []
         elif record is not None:
             config, accuracy, latency = dict(record.config), record.accuracy, record.latency_ms
@@ -431,4 +438,5 @@ class Study:
             fastest_quantized=({"trial": fastest.trial, "latency_ratio": fastest.latency_ratio}
                                if kind == FLOAT else None),
             latency_noise=self.latency_noise, sensitivity=self.sensitivity, final_choice=self.final_choice,
-            latency_model=self.latency_model.summary() if self.latency_model is not None else None)
+            latency_model=self.latency_model.summary() if self.latency_model is not None else None,
+            pinned_int8_run_float=pinned_int8)
