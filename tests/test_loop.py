@@ -120,8 +120,9 @@ def test_the_float_model_handed_back_is_described_whole_even_where_op_wise_pins_
     conf = {**fast_conf(exit_policy={"max_trials": 2}),
             "quantization": {"op_wise": {"conv1": {"activation": {"dtype": ["int8"]}}}}}
     with pytest.warns(TunerInputWarning, match=r"op_wise pins conv1 to int8, .* they run float"):
-        result = tune(cnn, conf, x[:64], eval_data=(xt, yt), output_dir=str(tmp_path), report=False,
+        result = tune(cnn, conf, x[:64], eval_data=(xt, yt), output_dir=str(tmp_path), report=True,
                       latency_func=int8_slower)
+    assert "op_wise pins to int8 run float in it: conv1." in (tmp_path / "report.md").read_text()
     assert result.handed_back == "float" and all(r.config["conv1"] == "int8" for r in result.history)
     assert result.pinned_int8_run_float == ["conv1"]
     assert result.describe().endswith("units op_wise pins to int8 run float in it: conv1")

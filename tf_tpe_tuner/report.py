@@ -230,6 +230,7 @@ def build_report(result, graph, calib, conf=None, test_data=None, sensitivity: A
         "outputs": getattr(result, "outputs", None),
         "handed_back": getattr(result, "handed_back", None),
         "fastest_quantized": getattr(result, "fastest_quantized", None),
+        "pinned_int8_run_float": list(getattr(result, "pinned_int8_run_float", [])),
         "latency_noise": getattr(result, "latency_noise", None),
         "trials": len(history),
         "failed_trials": len(failed),
@@ -298,6 +299,10 @@ def _f(value, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _pinned_sentence(units: list[str] | None) -> str:
+    return f" Units that op_wise pins to int8 run float in it: {', '.join(units)}." if units else ""
+
+
 def render_markdown(report: Mapping) -> str:
     base, best, crit = report["baseline"], report["best"], report["criterion"]
     metric = report["metric"] or "accuracy"
@@ -308,7 +313,8 @@ def render_markdown(report: Mapping) -> str:
                   f"{_f(base['accuracy'])}, {_f(base['latency_ms'])} ms): configurations met the criterion, "
                   f"but none was faster than float by more than the latency noise "
                   f"({_pct(report.get('latency_noise'))}). The fastest that met it: trial "
-                  f"{fastest.get('trial')}, {_f(fastest.get('latency_ratio'), 3)}x the float latency.", ""]
+                  f"{fastest.get('trial')}, {_f(fastest.get('latency_ratio'), 3)}x the float latency."
+                  + _pinned_sentence(report.get("pinned_int8_run_float")), ""]
     elif best is None:
         lines += ["No trial succeeded: there is no tuned model (see history.jsonl for the errors).", ""]
     else:
